@@ -1,0 +1,8 @@
+"""erv-lab: a notebook-first reproduction of ERV (Rha et al., AAAI 2026, arXiv 2510.23506).
+
+Data flows one way: synth/data -> verifier -> rewards -> policy/train -> evaluate -> widgets.
+Notebooks in ``notebooks/`` import these modules; the logic lives here.
+"""
+__version__ = "0.1.0"
+
+from erv_lab.envinfo import print_env  # noqa: E402,F401  (the first cell of every notebook)

@@ -1,0 +1,145 @@
+"""The ``erv-lab`` command line. Parsers only; each command calls one function in the package.
+
+Handlers are imported lazily (``"module:function"``) so that ``erv-lab --help`` is instant and a
+command only pays for the libraries it uses. Every handler takes the parsed ``argparse.Namespace`` and
+returns an exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+
+def _preset(p: argparse.ArgumentParser, default: str = "cpu-tiny") -> None:
+    p.add_argument("--preset", default=default, help=f"preset name from configs/ (default: {default})")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override one config value, e.g. --set grpo.max_steps=20 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="erv-lab",
+        description="ERV course toolkit: synthetic clips, verifier, rewards, GRPO, consistency analysis.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("env", help="print versions, device (CPU/CUDA + memory) and offline status")
+    p.set_defaults(handler="erv_lab.cli:cmd_env")
+
+    p = sub.add_parser("course", help="run every numbered notebook top to bottom on a preset")
+    p.add_argument("--preset", default="cpu-tiny")
+    p.add_argument("--out", default=None, help="output folder (default: runs/<preset>/)")
+    p.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run, e.g. 00 02")
+    p.set_defaults(handler="erv_lab.cli:cmd_course")
+
+    p = sub.add_parser("presets", help="list the presets and what they are for")
+    p.set_defaults(handler="erv_lab.cli:cmd_presets")
+
+    p = sub.add_parser("synth", help="write synthetic emotion clips in the DFEW or MAFW on-disk layout")
+    p.add_argument("--layout", choices=["dfew", "mafw"], default="dfew")
+    p.add_argument("--out", required=True, help="dataset root to create")
+    p.add_argument("--clips", type=int, default=280, help="number of clips")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--difficulty", type=float, default=0.5, help="0 = obvious cues .. 1 = hard")
+    p.add_argument("--drift-rate", type=float, default=None, help="share of drifting cold-start rationales")
+    p.set_defaults(handler="erv_lab.synth:cli_synth")
+
+    p = sub.add_parser("prepare", help="load a dataset fold, sample frames + audio, export JSONL")
+    p.add_argument("--dataset", choices=["dfew", "mafw", "folder"], required=True)
+    p.add_argument("--root", required=True)
+    p.add_argument("--fold", type=int, default=5)
+    p.add_argument("--split", choices=["train", "test"], default="train")
+    p.add_argument("--out", required=True, help="output .jsonl (R1-Omni conversation records)")
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--face-crop", action="store_true")
+    p.add_argument("--labels", default=None, help="folder dataset: comma-separated label list")
+    p.add_argument("--csv", default=None, help="folder dataset: CSV with columns path,label")
+    p.set_defaults(handler="erv_lab.data:cli_prepare")
+
+    v = sub.add_parser("verifier", help="train, score with, or evaluate the Emotional Rationale Verifier")
+    vs = v.add_subparsers(dest="verifier_command", metavar="ACTION")
+    p = vs.add_parser("train", help="train the verifier of a preset")
+    _preset(p)
+    p.add_argument("--out", required=True, help="folder to save the verifier (safetensors + config)")
+    p.set_defaults(handler="erv_lab.verifier:cli_train")
+    p = vs.add_parser("score", help="per-sentence labels and probabilities for a rationale")
+    p.add_argument("--model", required=True)
+    p.add_argument("--threshold", type=float, default=0.1)
+    p.add_argument("--top-k", type=int, default=2)
+    p.add_argument("text", nargs="+")
+    p.set_defaults(handler="erv_lab.verifier:cli_score")
+    p = vs.add_parser("eval", help="GoEmotions and rationale-domain metrics as JSON")
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", default=None, help="also write the JSON here")
+    p.set_defaults(handler="erv_lab.verifier:cli_eval")
+
+    t = sub.add_parser("train", help="cold-start SFT and GRPO (baseline or ERV arm)")
+    ts = t.add_subparsers(dest="train_command", metavar="STAGE")
+    p = ts.add_parser("sft", help="cold-start SFT on rationales")
+    _preset(p)
+    p.add_argument("--out", default=None, help="run folder (default: runs/<preset>/)")
+    p.set_defaults(handler="erv_lab.train:cli_sft")
+    p = ts.add_parser("grpo", help="GRPO from the SFT checkpoint")
+    _preset(p)
+    p.add_argument("--arm", choices=["baseline", "erv"], required=True)
+    p.add_argument("--out", default=None, help="run folder (default: runs/<preset>/)")
+    p.set_defaults(handler="erv_lab.train:cli_grpo")
+
+    p = sub.add_parser("evaluate", help="decode the test fold with every model and write results.json")
+    _preset(p)
+    p.add_argument("--out", default=None, help="run folder (default: runs/<preset>/)")
+    p.set_defaults(handler="erv_lab.evaluate:cli_evaluate")
+    return parser
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    from erv_lab.envinfo import print_env
+
+    print_env()
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from erv_lab.config import list_presets, load_config
+
+    for name in list_presets():
+        print(f"{name:10s} {load_config(name).description}")
+    return 0
+
+
+def cmd_course(args: argparse.Namespace) -> int:
+    from erv_lab.course import NotebookFailed, run_course
+
+    try:
+        result = run_course(args.preset, out=args.out, only=args.only)
+    except NotebookFailed as exc:
+        print(f"\nCOURSE STOPPED in notebook {exc.notebook.name}, cell {exc.cell_index}.", file=sys.stderr)
+        print(str(exc), file=sys.stderr)
+        print("The executed copy (with the error) is in the run folder's notebooks/.", file=sys.stderr)
+        return 1
+    total = sum(result["timings"].values())
+    print(f"\nCourse finished in {total:.0f} s. Executed notebooks and artifacts: {result['run_dir']}")
+    summary = os.path.join(result["run_dir"], "results.md")
+    if os.path.exists(summary):
+        print(open(summary, encoding="utf-8").read())
+        print(f"results.json: {os.path.join(result['run_dir'], 'results.json')}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        # `erv-lab`, `erv-lab verifier` or `erv-lab train` without an action: show the relevant help
+        sub = {"verifier": "verifier", "train": "train"}.get(args.command or "")
+        parser.parse_args([sub, "--help"] if sub else ["--help"])
+        return 2
+    module, func = handler.split(":")
+    return int(getattr(importlib.import_module(module), func)(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

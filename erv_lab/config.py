@@ -1,0 +1,242 @@
+"""Typed configuration: one dataclass per part of the paper, presets as short YAML diffs.
+
+Every default is written once, here, with a ``help`` string. A preset file in ``configs/<name>.yaml``
+lists only what differs from these defaults (nanoGPT style). ``load_config("cpu-tiny")`` returns a
+``Config``; notebooks receive the preset *name* through their parameters cell and call the same function;
+the CLI builds the same object from YAML plus ``--set section.field=value`` overrides.
+
+This module does not run anything: it only describes runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "configs"
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - mirrors dataclass/argparse naming
+    """A dataclass field with a help string (mutable defaults go through default_factory)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class DataConfig:
+    source: str = _f("synthetic", "synthetic | dfew | mafw | folder: where clips come from")
+    layout: str = _f("dfew", "label set and on-disk layout of synthetic clips: dfew (7 classes) | mafw (11)")
+    root: str | None = _f(None, "root of a real dataset copy (DFEW/MAFW/folder); None = generate synthetic clips")
+    fold: int = _f(5, "evaluation fold 1..5 (the paper reports fold 5)")
+    clips_per_class: int = _f(40, "synthetic clips generated per class (train + test)")
+    test_fraction: float = _f(0.2, "share of synthetic clips in each fold's test split")
+    seed: int = _f(0, "seed of the synthetic generator")
+    difficulty: float = _f(0.5, "0 = obvious cues, 1 = hard (weak cues, occluders, noise)")
+    frame_size: int = _f(112, "side of the synthetic video frames in pixels")
+    frames_per_clip: int = _f(16, "frames written per synthetic clip")
+    fps: int = _f(10, "frame rate of the synthetic clips")
+    num_frames: int = _f(8, "frames sampled per clip for the policy (the paper uses 8)")
+    face_crop: bool = _f(False, "crop faces with OpenCV's Haar cascade before sampling")
+    drift_rate: float = _f(0.33, "share of cold-start rationales that drift (random + class-conditional)")
+    class_drift: dict = _f(
+        {"fear": 0.6, "disgust": 0.6, "sad": 0.6},
+        "per-class probability that a rationale drifts in the class's typical direction",
+    )
+
+
+@dataclass
+class VerifierConfig:
+    kind: str = _f("tfidf", "tfidf (CPU default, n-gram + logistic regression) | roberta (GPU/Hub presets)")
+    model_name: str = _f("roberta-base", "Hub id used by kind=roberta")
+    max_train: int | None = _f(None, "cap on GoEmotions training rows (None = all 43,410)")
+    epochs: int = _f(3, "fine-tuning epochs for transformer verifiers")
+    learning_rate: float = _f(2e-5, "fine-tuning learning rate for transformer verifiers")
+    batch_size: int = _f(64, "batch size for training/scoring")
+    threshold: float = _f(0.1, "tau: a label enters a sentence's set when its probability exceeds it")
+    top_k: int = _f(2, "at most this many labels per sentence (top by probability)")
+    judge: str = _f("minilm", "offline judge, independent of the verifier: minilm | llm | hf")
+
+
+@dataclass
+class RewardConfig:
+    rewards: list = _f(["format", "accuracy", "explanation"], "reward names from erv_lab.rewards.REWARDS (ERV arm)")
+    weights: list = _f([1.0, 1.0, 1.0], "one weight per reward; the paper sums them with equal weights")
+    variant: str = _f("sentence", "explanation reward variant: sentence | sentence_with_neutral | paragraph | consistency")
+    strict_format: bool = _f(False, "deviation from the paper: exactly one <think> and one <answer>, no nested tags")
+    anti_stuffing: bool = _f(False, "deviation from the paper: repeated / bare-keyword sentences earn no credit")
+
+
+@dataclass
+class PolicyConfig:
+    kind: str = _f("tiny-llava", "tiny-llava (random init, built locally) | hub (a pretrained VLM)")
+    model_name: str | None = _f(None, "Hub id of the pretrained VLM for kind=hub")
+    image_size: int = _f(32, "side of the frames fed to the vision tower")
+    hidden_size: int = _f(128, "tiny model: text hidden size")
+    num_layers: int = _f(4, "tiny model: text transformer layers")
+    vision_hidden_size: int = _f(96, "tiny model: vision tower hidden size")
+    vision_layers: int = _f(2, "tiny model: vision tower layers")
+    audio: str = _f("spectrogram", "how the policy hears: spectrogram (one extra image) | prosody (text) | none")
+    load_in_4bit: bool = _f(False, "QLoRA: load the base model in 4-bit NF4 with bitsandbytes")
+    lora_r: int = _f(0, "LoRA rank; 0 trains the full model")
+    lora_alpha: int = _f(16, "LoRA alpha")
+    vision_warmup_epochs: int = _f(3, "epochs warming the vision tower up as a frame classifier")
+
+
+@dataclass
+class SFTConfig:
+    epochs: float = _f(3.0, "cold-start SFT epochs (paper: 10)")
+    learning_rate: float = _f(1e-3, "SFT learning rate (paper: 2e-5 for a pretrained model)")
+    batch_size: int = _f(16, "per-device SFT batch size")
+    warmup_ratio: float = _f(0.03, "linear warmup share (paper: 3 %)")
+    max_length: int = _f(512, "max tokens per SFT example")
+
+
+@dataclass
+class GRPOConfig:
+    max_steps: int = _f(150, "GRPO optimisation steps per arm (-1: train for num_train_epochs instead)")
+    num_train_epochs: float = _f(2.0, "epochs over the GRPO prompts when max_steps is -1 (paper: 2)")
+    learning_rate: float = _f(1e-4, "GRPO learning rate (paper: 1e-6 full fine-tuning)")
+    beta: float = _f(0.04, "KL coefficient against the SFT model (paper: 0.04)")
+    num_generations: int = _f(8, "G: completions sampled per prompt (paper: 4)")
+    prompts_per_step: int = _f(4, "distinct prompts per optimisation step")
+    temperature: float = _f(1.0, "rollout temperature (paper: 1.0)")
+    max_completion_length: int = _f(96, "max new tokens per completion (paper: 512)")
+    seed: int = _f(0, "seed shared by both arms")
+    logging_steps: int = _f(10, "log every N steps")
+    save_steps: int = _f(50, "checkpoint every N steps (runs resume from the last one)")
+
+
+@dataclass
+class EvalConfig:
+    max_clips: int | None = _f(None, "cap on evaluated test clips (None = the whole fold)")
+    temperature: float = _f(0.3, "headline protocol: sampling temperature (paper: 0.3)")
+    top_p: float = _f(0.9, "headline protocol: nucleus sampling (paper: 0.9)")
+    seeds: list = _f([0, 1, 2], "sampling seeds averaged in the headline protocol (>= 3)")
+    greedy: bool = _f(True, "also report greedy decoding")
+    bootstrap: int = _f(1000, "bootstrap resamples for 95 % intervals")
+    max_new_tokens: int = _f(128, "max new tokens at evaluation")
+
+
+SECTIONS = {
+    "data": DataConfig,
+    "verifier": VerifierConfig,
+    "reward": RewardConfig,
+    "policy": PolicyConfig,
+    "sft": SFTConfig,
+    "grpo": GRPOConfig,
+    "eval": EvalConfig,
+}
+
+
+@dataclass
+class Config:
+    preset: str = "default"
+    description: str = ""
+    device: str = "auto"  # auto | cpu | cuda
+    data: DataConfig = field(default_factory=DataConfig)
+    verifier: VerifierConfig = field(default_factory=VerifierConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.data.layout not in ("dfew", "mafw"):
+            problems.append(f"data.layout must be dfew or mafw, got {self.data.layout!r}")
+        if self.data.source not in ("synthetic", "dfew", "mafw", "folder"):
+            problems.append(f"data.source must be synthetic|dfew|mafw|folder, got {self.data.source!r}")
+        if self.data.source != "synthetic" and not self.data.root:
+            problems.append(f"data.source={self.data.source!r} needs data.root (your licensed copy)")
+        if not 1 <= self.data.fold <= 5:
+            problems.append(f"data.fold must be in 1..5, got {self.data.fold}")
+        if not 0.0 <= self.data.drift_rate <= 1.0:
+            problems.append("data.drift_rate must be in [0, 1]")
+        if len(self.reward.rewards) != len(self.reward.weights):
+            problems.append("reward.weights needs one weight per reward in reward.rewards")
+        if self.grpo.num_generations < 2:
+            problems.append("grpo.num_generations must be >= 2 (a group needs a spread)")
+        if not 0.0 < self.verifier.threshold < 1.0:
+            problems.append("verifier.threshold must be in (0, 1)")
+        if self.verifier.top_k < 1:
+            problems.append("verifier.top_k must be >= 1")
+        if self.policy.load_in_4bit and self.policy.lora_r <= 0:
+            problems.append("policy.load_in_4bit (QLoRA) needs policy.lora_r > 0")
+        if len(self.eval.seeds) < 1:
+            problems.append("eval.seeds needs at least one seed")
+        if self.device not in ("auto", "cpu", "cuda"):
+            problems.append("device must be auto|cpu|cuda")
+        if problems:
+            raise ValueError(f"invalid config {self.preset!r}:\n  - " + "\n  - ".join(problems))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def _coerce(value: str) -> Any:
+    """Parse a --set value the way YAML would (numbers, booleans, lists, null)."""
+    return yaml.safe_load(value)
+
+
+def _apply(section_obj: Any, values: dict, where: str) -> None:
+    known = {f.name for f in fields(section_obj)}
+    for key, val in values.items():
+        if key not in known:
+            raise ValueError(f"unknown setting {where}.{key}; valid: {', '.join(sorted(known))}")
+        setattr(section_obj, key, val)
+
+
+def build_config(raw: dict, preset: str = "custom") -> Config:
+    """Build a Config from a nested dict shaped like a preset file."""
+    raw = dict(raw or {})
+    top = {k: raw.pop(k) for k in ("description", "device") if k in raw}
+    sections = {}
+    for name, cls in SECTIONS.items():
+        obj = cls()
+        _apply(obj, raw.pop(name, None) or {}, name)
+        sections[name] = obj
+    if raw:
+        raise ValueError(f"unknown section(s) {sorted(raw)} in preset {preset!r}; valid: {sorted(SECTIONS)}")
+    return Config(preset=preset, **top, **sections)
+
+
+def load_config(preset: str | Path = "cpu-tiny", overrides: list[str] | dict | None = None) -> Config:
+    """Load ``configs/<preset>.yaml`` (or a path to a YAML file) and apply overrides.
+
+    ``overrides`` is either ``["grpo.max_steps=10", ...]`` (the CLI's ``--set``) or a nested dict.
+    """
+    path = Path(preset)
+    if path.suffix not in (".yaml", ".yml"):
+        path = CONFIG_DIR / f"{preset}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"no preset {str(preset)!r}; available: {', '.join(list_presets())}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if isinstance(overrides, dict):
+        for sec, vals in overrides.items():
+            raw.setdefault(sec, {}).update(vals)
+    else:
+        for item in overrides or []:
+            if "=" not in item or "." not in item.split("=", 1)[0]:
+                raise ValueError(f"override {item!r} must look like section.field=value")
+            key, value = item.split("=", 1)
+            sec, name = key.split(".", 1)
+            raw.setdefault(sec, {})[name] = _coerce(value)
+    return build_config(raw, preset=path.stem)
+
+
+def run_dir(cfg: Config | str, base: str | Path | None = None) -> Path:
+    """Where a preset's executed notebooks and artifacts go: ``runs/<preset>/`` (git-ignored)."""
+    name = cfg.preset if isinstance(cfg, Config) else str(cfg)
+    out = Path(base) if base is not None else REPO_ROOT / "runs" / name
+    out.mkdir(parents=True, exist_ok=True)
+    return out

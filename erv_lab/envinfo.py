@@ -1,0 +1,71 @@
+"""What this machine is: versions, device (CPU/CUDA + memory) and offline status.
+
+``print_env()`` is the first cell of every notebook and ``erv-lab env`` on the command line. It reports;
+it does not change anything.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import sys
+
+PACKAGES = ["erv_lab", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes",
+            "sklearn", "cv2", "numpy", "matplotlib", "ipywidgets"]
+OFFLINE_VARS = ["HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"]
+
+
+def _version(name: str) -> str:
+    try:
+        mod = importlib.import_module(name)
+    except Exception as exc:  # a broken optional package should not stop the report
+        return f"not importable ({type(exc).__name__})"
+    return str(getattr(mod, "__version__", "?"))
+
+
+def device_info() -> dict:
+    import torch
+
+    info: dict = {"cpu_cores": os.cpu_count()}
+    try:
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        info["ram_gib"] = round(pages * page_size / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        info["ram_gib"] = None
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info.update(device="cuda", gpu=props.name, gpu_count=torch.cuda.device_count(),
+                    gpu_mem_gib=round(props.total_memory / 2**30, 1))
+    else:
+        info.update(device="cpu", gpu=None, gpu_count=0, gpu_mem_gib=None)
+    return info
+
+
+def offline_status() -> dict:
+    return {var: os.environ.get(var, "") for var in OFFLINE_VARS}
+
+
+def env_report() -> dict:
+    """Everything ``print_env`` shows, as a dict (used by tests and run logs)."""
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "versions": {name: _version(name) for name in PACKAGES},
+        "device": device_info(),
+        "offline": offline_status(),
+    }
+
+
+def print_env() -> dict:
+    rep = env_report()
+    print(f"python {rep['python']} on {rep['platform']}")
+    print("  " + "  ".join(f"{k}={v}" for k, v in rep["versions"].items()))
+    dev = rep["device"]
+    if dev["device"] == "cuda":
+        print(f"device: cuda x{dev['gpu_count']} ({dev['gpu']}, {dev['gpu_mem_gib']} GiB)")
+    else:
+        print(f"device: cpu ({dev['cpu_cores']} cores, {dev['ram_gib']} GiB RAM), no CUDA GPU")
+    off = rep["offline"]
+    mode = "offline" if all(v == "1" for v in off.values()) else "online allowed"
+    print(f"hub: {mode} (" + ", ".join(f"{k}={v or 'unset'}" for k, v in off.items()) + ")")
+    return rep

@@ -1,0 +1,111 @@
+"""Notebook 00's helpers: the course map, a picture of the method, and an environment check.
+
+Nothing here trains or evaluates; it describes the course and checks that the machine can run it.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+
+from erv_lab.config import REPO_ROOT
+
+# (notebook, what it teaches, hardware per preset)
+COURSE_MAP = [
+    ("00_overview", "the paper's problem and method, the course map, environment check", "any"),
+    ("01_data_prep", "DFEW/MAFW layouts, synthetic clips, frame + audio sampling, rationale drift", "CPU"),
+    ("02_verifier", "the Emotional Rationale Verifier: GoEmotions classifier, thresholds, judges", "CPU (GPU for RoBERTa)"),
+    ("03_cold_start_sft", "the policy (a LLaVA-class VLM), cold-start SFT on drifting rationales", "CPU tiny / 16 GB GPU"),
+    ("04_grpo", "GRPO: group advantages, KL, baseline vs ERV reward", "CPU tiny / 16 GB GPU"),
+    ("05_consistency_analysis", "EEA / FCR / EPC vs UAR / WAR, per-clip inspector, reward hacking", "CPU"),
+]
+
+
+def measured_minutes(run_root: Path = REPO_ROOT / "runs") -> dict[str, dict[str, float]]:
+    """Minutes per notebook per preset, from ``course_timings.json`` files written by ``erv-lab course``
+    (in ``runs/<preset>/`` or the shipped ``reference_run/``)."""
+    found: dict[str, dict[str, float]] = {}
+    candidates = list(run_root.glob("*/course_timings.json")) + list((REPO_ROOT / "reference_run").glob("course_timings.json"))
+    for path in candidates:
+        preset = path.parent.name if path.parent.parent == run_root else "cpu-tiny (reference run)"
+        try:
+            timings = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        found[preset] = {k.removesuffix(".ipynb"): round(v / 60, 1) for k, v in timings.items()}
+    return found
+
+
+def course_map():
+    """The course map as a DataFrame: notebook, what it teaches, hardware, measured minutes per preset."""
+    import pandas as pd
+
+    rows = [{"notebook": nb, "teaches": what, "hardware": hw} for nb, what, hw in COURSE_MAP]
+    df = pd.DataFrame(rows)
+    for preset, minutes in sorted(measured_minutes().items()):
+        df[f"min ({preset})"] = df["notebook"].map(minutes)
+    return df
+
+
+def check_environment() -> dict[str, tuple[bool, str]]:
+    """Checks a learner's machine must pass; each value is (ok, detail)."""
+    checks: dict[str, tuple[bool, str]] = {}
+    for name, minimum in [("torch", "2.4"), ("transformers", "5.0"), ("trl", "1.16"), ("peft", "0.21"),
+                          ("datasets", "4.0")]:
+        try:
+            ver = importlib.import_module(name).__version__
+            ok = _version_tuple(ver) >= _version_tuple(minimum)
+            checks[name] = (ok, f"{ver} (need >= {minimum})")
+        except Exception as exc:  # report, do not crash the overview
+            checks[name] = (False, f"not importable: {exc}")
+    try:
+        import cv2
+
+        ok = hasattr(cv2, "CascadeClassifier") and Path(cv2.data.haarcascades).exists()
+        checks["opencv haar cascades"] = (ok, cv2.__version__ + ("" if ok else " (need 4.x with cv2.data)"))
+    except Exception as exc:
+        checks["opencv haar cascades"] = (False, f"not importable: {exc}")
+    goemo = REPO_ROOT / "data" / "goemotions" / "train.tsv"
+    checks["GoEmotions vendored"] = (goemo.exists(), str(goemo.relative_to(REPO_ROOT)))
+    offline = all(os.environ.get(v) == "1" for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    checks["offline mode (CPU presets)"] = (True, "on" if offline else "off: Hub presets may download models")
+    return checks
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    out = []
+    for part in version.split("+")[0].split(".")[:3]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        out.append(int(digits or 0))
+    return tuple(out)
+
+
+def pipeline_figure():
+    """A diagram of the method: data -> cold-start SFT -> GRPO with three rewards -> evaluation."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    ax.set_xlim(0, 11)
+    ax.set_ylim(0, 3.6)
+    ax.axis("off")
+    boxes = [
+        (0.2, 2.2, "video + audio clip\n(DFEW / MAFW /\nsynthetic)", "#dbe9f6"),
+        (2.4, 2.2, "cold-start SFT\n<think> rationale\n<answer> label", "#e6f2e0"),
+        (4.6, 2.2, "policy samples G\ncompletions\nper clip", "#e6f2e0"),
+        (6.8, 2.2, "rewards: format\n+ accuracy\n+ explanation (ERV)", "#fde9d9"),
+        (9.0, 2.2, "GRPO update\nadvantage = (r - mean)\n/ (std + 1e-4), KL", "#e6f2e0"),
+        (6.8, 0.2, "ERV: GoEmotions\nclassifier scores each\nrationale sentence", "#fbd5d5"),
+        (2.4, 0.2, "evaluation: UAR / WAR\n+ judge: EEA, FCR, EPC", "#ece4f4"),
+    ]
+    for x, y, text, colour in boxes:
+        ax.add_patch(FancyBboxPatch((x, y), 1.9, 1.2, boxstyle="round,pad=0.05", fc=colour, ec="#555"))
+        ax.text(x + 0.95, y + 0.6, text, ha="center", va="center", fontsize=8.5)
+    arrows = [((2.1, 2.8), (2.4, 2.8)), ((4.3, 2.8), (4.6, 2.8)), ((6.5, 2.8), (6.8, 2.8)),
+              ((8.7, 2.8), (9.0, 2.8)), ((7.75, 1.4), (7.75, 2.2)), ((9.95, 2.2), (4.3, 0.8))]
+    for start, end in arrows:
+        ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle="->", color="#333"))
+    ax.set_title("ERV in one picture: the explanation reward makes the rationale agree with the emotion")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,68 @@
+import pytest
+
+from erv_lab.config import SECTIONS, Config, build_config, list_presets, load_config, run_dir
+
+
+def test_the_four_presets_exist_and_load():
+    assert {"smoke", "cpu-tiny", "colab-t4", "paper"} <= set(list_presets())
+    for name in list_presets():
+        cfg = load_config(name)
+        assert isinstance(cfg, Config) and cfg.preset == name and cfg.description
+
+
+def test_presets_only_override_known_fields():
+    # build_config raises on unknown keys, so loading all presets above already checks this; check the error too
+    with pytest.raises(ValueError, match="unknown setting grpo.max_stepz"):
+        build_config({"grpo": {"max_stepz": 3}})
+    with pytest.raises(ValueError, match="unknown section"):
+        build_config({"trainer": {}})
+
+
+def test_cli_style_overrides_are_parsed_like_yaml():
+    cfg = load_config("smoke", ["grpo.max_steps=7", "reward.strict_format=false", "eval.seeds=[1, 2, 3]"])
+    assert cfg.grpo.max_steps == 7 and cfg.reward.strict_format is False and cfg.eval.seeds == [1, 2, 3]
+
+
+def test_dict_overrides():
+    assert load_config("smoke", {"data": {"fold": 2}}).data.fold == 2
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"data": {"fold": 6}}, "fold"),
+    ({"reward": {"weights": [1.0]}}, "weights"),
+    ({"grpo": {"num_generations": 1}}, "num_generations"),
+    ({"policy": {"load_in_4bit": True, "lora_r": 0}}, "QLoRA"),
+    ({"data": {"source": "dfew"}}, "data.root"),
+])
+def test_inconsistent_values_are_rejected_with_a_clear_message(bad, match):
+    with pytest.raises(ValueError, match=match):
+        build_config(bad)
+
+
+def test_unknown_preset_lists_the_valid_ones():
+    with pytest.raises(FileNotFoundError, match="cpu-tiny"):
+        load_config("no-such-preset")
+
+
+def test_malformed_override():
+    with pytest.raises(ValueError, match="section.field=value"):
+        load_config("smoke", ["max_steps=3"])
+
+
+def test_every_field_has_help():
+    import dataclasses
+
+    for cls in SECTIONS.values():
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help string"
+
+
+def test_smoke_is_smaller_than_cpu_tiny():
+    smoke, tiny = load_config("smoke"), load_config("cpu-tiny")
+    assert smoke.grpo.max_steps < tiny.grpo.max_steps
+    assert smoke.data.clips_per_class < tiny.data.clips_per_class
+
+
+def test_run_dir_uses_the_given_base(tmp_path):
+    assert run_dir(load_config("smoke"), tmp_path / "x") == tmp_path / "x"
+    assert (tmp_path / "x").is_dir()

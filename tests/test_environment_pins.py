@@ -1,0 +1,77 @@
+"""environment.yml, requirements/constraints.txt and pyproject.toml must agree."""
+import re
+import tomllib
+
+import yaml
+from packaging.requirements import Requirement
+
+from erv_lab.config import REPO_ROOT
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _constraints() -> dict[str, str]:
+    pins = {}
+    for line in (REPO_ROOT / "requirements" / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[_norm(name)] = version
+    return pins
+
+
+def test_every_constraint_is_an_exact_pin():
+    for line in (REPO_ROOT / "requirements" / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[A-Za-z0-9_.+\-]+", line), line
+
+
+def test_environment_yml_pins_match_constraints():
+    env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
+    deps = env["dependencies"]
+    assert "python=3.11" in deps
+    pip_section = next(d["pip"] for d in deps if isinstance(d, dict))
+    assert "-c requirements/constraints.txt" in pip_section
+    assert any(item.startswith("-e .[") and "dev" in item for item in pip_section)
+    pins = _constraints()
+    checked = 0
+    for item in pip_section:
+        if "==" in item:
+            name, version = item.split("==")
+            assert pins.get(_norm(name)) == version, f"environment.yml has {item}, constraints pin {pins.get(_norm(name))}"
+            checked += 1
+    assert checked >= 20
+
+
+def test_pyproject_ranges_admit_the_pins():
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    reqs = list(project["dependencies"])
+    for extra in ("dev", "gpu"):
+        reqs += project["optional-dependencies"][extra]
+    pins = _constraints()
+    for spec in reqs:
+        req = Requirement(spec)
+        pinned = pins.get(_norm(req.name))
+        assert pinned is not None, f"{req.name} is a dependency but has no exact pin in constraints.txt"
+        assert req.specifier.contains(pinned, prereleases=True), f"{req.name}=={pinned} violates {req.specifier}"
+
+
+def test_opencv_is_the_4x_headless_build_and_torchvision_is_absent():
+    pins = _constraints()
+    assert pins["opencv-python-headless"].startswith("4.")
+    assert "torchvision" not in pins and "opencv-python" not in pins
+
+
+def test_installed_versions_match_the_pins():
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = _constraints()
+    for name in ("torch", "transformers", "trl", "peft", "datasets", "bitsandbytes", "opencv-python-headless"):
+        try:
+            installed = version(name)
+        except PackageNotFoundError:  # pragma: no cover - make test always installs them
+            raise AssertionError(f"{name} is not installed")
+        assert installed.split("+")[0] == pins[name], f"{name} {installed} installed, {pins[name]} pinned"

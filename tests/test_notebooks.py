@@ -1,0 +1,47 @@
+"""Notebook conventions (fast) and execution of every numbered notebook on the smoke preset (slow).
+
+The execution tests share one run folder and run in course order, as `make course` does, so each notebook
+sees the artifacts of the ones before it.
+"""
+import nbformat
+import pytest
+
+from erv_lab.course import run_notebook
+from erv_lab.notebook_tools import convention_problems, numbered_notebooks
+
+NOTEBOOKS = numbered_notebooks()
+
+
+def test_the_course_has_its_notebooks_in_order():
+    names = [p.name for p in NOTEBOOKS]
+    assert names and names[0] == "00_overview.ipynb"
+    assert names == sorted(names)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_follows_the_conventions(path):
+    assert convention_problems(path) == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_has_no_outputs_in_git(path):
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, f"{path.name} has outputs: run `make strip`"
+
+
+@pytest.fixture(scope="module")
+def smoke_run_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("smoke_run")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_top_to_bottom_on_smoke(path, smoke_run_dir):
+    executed = smoke_run_dir / "notebooks" / path.name
+    seconds = run_notebook(path, {"preset": "smoke", "run_dir": str(smoke_run_dir)}, executed, timeout=900)
+    nb = nbformat.read(executed, as_version=4)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    print(f"{path.name}: {seconds:.1f} s on smoke")
