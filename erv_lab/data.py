@@ -1,0 +1,646 @@
+"""Real-data loaders (DFEW, MAFW, folder + CSV), frame/audio preprocessing with a resumable cache, exports.
+
+Reads a learner's own licensed copy (or the synthetic clips of ``erv_lab.synth``, which use the same
+layouts): split files -> clip records -> decoded frames + 16 kHz mono audio -> sampled frames, log-mel
+spectrogram image, prosody summary -> HF ``datasets.Dataset`` or R1-Omni conversation JSONL. Bad inputs are
+skipped and counted (``SkipReport``), never fatal unless nothing usable remains. Never writes into a dataset
+root and never ships any DFEW/MAFW file. Introduced in notebook 01.
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import json
+import os
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from erv_lab.labels import normalize_label, vocabulary
+
+SR = 16000
+INSTRUCTION = (  # the paper's instruction (ERV_METHOD.md); erv_lab.policy.INSTRUCTION must stay identical
+    "As an emotional recognition expert; throughout the video, which emotion conveyed by the characters is "
+    "the most obvious to you? Output the thinking process in <think> </think> and final emotion in "
+    "<answer> </answer> tags."
+)
+VIDEO_EXT = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+FRAME_EXT = (".jpg", ".jpeg", ".png", ".bmp")
+MAFW_SPLIT_NAMES = ("Train & Test Set", "Train_Test_Set", "Train&Test Set", "train_test_set")
+
+
+class DataError(RuntimeError):
+    """A split file is missing or nothing usable remains: the one case a data run stops."""
+
+
+@dataclass
+class SkipReport:
+    """Counts of skipped clips by reason (plus a few examples) and of clips kept."""
+    kept: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    notes: Counter = field(default_factory=Counter)
+    examples: dict = field(default_factory=dict)
+
+    def skip(self, reason: str, clip: str) -> None:
+        self.skipped[reason] += 1
+        self.examples.setdefault(reason, [])
+        if len(self.examples[reason]) < 3:
+            self.examples[reason].append(clip)
+
+    def as_dict(self) -> dict:
+        return {"kept": self.kept, "skipped": dict(self.skipped), "notes": dict(self.notes),
+                "examples": self.examples}
+
+    def __str__(self) -> str:
+        lines = [f"kept {self.kept} clips, skipped {sum(self.skipped.values())}"]
+        lines += [f"  skipped {n:5d}  {r}  (e.g. {', '.join(self.examples[r])})" for r, n in self.skipped.most_common()]
+        lines += [f"  note    {n:5d}  {r}" for r, n in self.notes.most_common()]
+        return "\n".join(lines)
+
+
+# ============================================================================ split files -> clip records
+def _find(root: Path, *candidates: str) -> Path | None:
+    return next((root / c for c in candidates if (root / c).exists()), None)
+
+
+def _locate(root: Path, cid: str, videos: str, frame_dirs: tuple[str, ...]) -> Path | None:
+    """The clip's video file, else its frame folder, else None."""
+    for ext in VIDEO_EXT:
+        if (root / videos / f"{cid}{ext}").exists():
+            return root / videos / f"{cid}{ext}"
+    return next((root / d / cid for d in frame_dirs if (root / d / cid).is_dir()), None)
+
+
+def list_dfew(root: str | Path, fold: int, split: str, report: SkipReport | None = None) -> list[dict]:
+    """Records of DFEW ``EmoLabel_DataSplit/{split}(single-labeled|single_labeled)/set_{fold}.csv``.
+
+    Ids are unpadded integers -> ``XXXXX``; labels 1..7 -> happy, sad, neutral, angry, surprise, disgust,
+    fear. Clips come from ``Clip/original/XXXXX.mp4``, else ``Clip/clip_224x224_16f/XXXXX/`` or
+    ``Clip/clip_224x224/XXXXX/`` frame folders.
+    """
+    root, report = Path(root), report if report is not None else SkipReport()
+    base = root / "EmoLabel_DataSplit"
+    d = _find(base, f"{split}(single-labeled)", f"{split}(single_labeled)", f"{split}_single_labeled")
+    path = d / f"set_{fold}.csv" if d else None
+    if path is None or not path.exists():
+        raise DataError(f"DFEW split file not found: {base}/{split}(single-labeled)/set_{fold}.csv")
+    vocab, out = vocabulary("dfew"), []
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        for row in csv.DictReader(fh):
+            raw_id, raw_label = (row.get("video_name") or "").strip(), (row.get("label") or "").strip()
+            if not raw_id.isdigit():
+                report.skip("bad_id", raw_id or "<empty>")
+                continue
+            cid = f"{int(raw_id):05d}"
+            label = vocab[int(raw_label) - 1] if raw_label.isdigit() and 1 <= int(raw_label) <= 7 \
+                else normalize_label(raw_label, "dfew")
+            if label is None:
+                report.skip("unknown_label", f"{cid}:{raw_label}")
+                continue
+            clip = _locate(root, cid, "Clip/original", ("Clip/clip_224x224_16f", "Clip/clip_224x224"))
+            if clip is None:
+                report.skip("missing_clip", cid)
+                continue
+            out.append({"clip_id": cid, "label": label, "path": str(clip), "dataset": "dfew", "fold": fold})
+    return out
+
+
+def decode_text(raw: bytes) -> str:
+    """UTF-8 (with or without BOM), else GB18030 (a superset of GBK), replacing what still fails."""
+    for enc in ("utf-8-sig", "gb18030"):
+        try:
+            return raw.decode(enc)
+        except UnicodeDecodeError:
+            continue
+    return raw.decode("gb18030", errors="replace")
+
+
+def list_mafw(root: str | Path, fold: int, split: str, caption: bool = False, split_dir: str | None = None,
+              report: SkipReport | None = None) -> list[dict]:
+    """Records of MAFW ``<split_dir>/single/{no_caption,with_caption}/set_{fold}/{split}.txt``.
+
+    ``split_dir`` defaults to the first of MAFW_SPLIT_NAMES that exists (copies rename ``Train & Test Set``).
+    Lines are ``XXXXX.mp4 label`` or, with captions, tab-separated ``clip, label, zh caption, en caption``
+    in GBK. Compound labels (``anger_disgust``) are skipped here (single-label protocol) and counted.
+    """
+    root, report = Path(root), report if report is not None else SkipReport()
+    base = root / split_dir if split_dir else _find(root, *MAFW_SPLIT_NAMES)
+    sub = "with_caption" if caption else "no_caption"
+    path = base / "single" / sub / f"set_{fold}" / f"{split}.txt" if base else None
+    if path is None or not path.exists():
+        raise DataError(f"MAFW split file not found: {root}/{split_dir or MAFW_SPLIT_NAMES[0]}/single/{sub}/"
+                        f"set_{fold}/{split}.txt (pass split_dir= if your copy renamed the folder)")
+    out = []
+    for line in decode_text(path.read_bytes()).splitlines():
+        parts = line.split("\t") if "\t" in line else line.split()
+        if len(parts) < 2:
+            continue
+        cid = Path(parts[0].strip()).stem
+        words = parts[1].strip().split("_")
+        labels = [normalize_label(w, "mafw") for w in words]
+        if len(words) > 1:
+            report.skip("compound_label", f"{cid}:{parts[1].strip()}")
+            continue
+        if labels[0] is None:
+            report.skip("unknown_label", f"{cid}:{parts[1].strip()}")
+            continue
+        clip = _locate(root, cid, "data/clips", ("data/frames",))
+        if clip is None:
+            report.skip("missing_clip", cid)
+            continue
+        rec = {"clip_id": cid, "label": labels[0], "path": str(clip), "dataset": "mafw", "fold": fold}
+        if caption and len(parts) >= 4:
+            rec["caption_zh"], rec["caption_en"] = parts[2].strip(), parts[3].strip()
+        out.append(rec)
+    return out
+
+
+def list_folder(root: str | Path, csv_path: str | Path, labels: list[str], split: str | None = None,
+                report: SkipReport | None = None) -> list[dict]:
+    """Records of a folder of videos listed by a CSV with columns ``path,label`` (optional ``split``).
+
+    Labels are matched case-insensitively against the user's ``labels`` (DFEW/MAFW synonyms accepted).
+    """
+    root, report = Path(root), report if report is not None else SkipReport()
+    csv_path = Path(csv_path)
+    if not csv_path.exists():
+        raise DataError(f"folder CSV not found: {csv_path}")
+    wanted = {w.strip().lower(): w.strip() for w in labels}
+
+    def match(word: str) -> str | None:
+        word = word.strip().lower()
+        if word in wanted:
+            return wanted[word]
+        for ds in ("dfew", "mafw"):
+            norm = normalize_label(word, ds)
+            for w in wanted:
+                if norm and normalize_label(w, ds) == norm:
+                    return wanted[w]
+        return None
+
+    out = []
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+        for row in csv.DictReader(fh):
+            if split and row.get("split") and row["split"].strip() != split:
+                continue
+            rel = (row.get("path") or "").strip()
+            label = match(row.get("label") or "")
+            if label is None:
+                report.skip("unknown_label", f"{rel}:{row.get('label')}")
+                continue
+            clip = Path(rel) if Path(rel).is_absolute() else root / rel
+            if not clip.exists():
+                report.skip("missing_clip", rel)
+                continue
+            out.append({"clip_id": Path(rel).stem, "label": label, "path": str(clip), "dataset": "folder", "fold": 0})
+    return out
+
+
+# ============================================================================ decoding
+class DecodeError(RuntimeError):
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+def decode_clip(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """All frames (T, H, W, 3) uint8 RGB and 16 kHz mono float32 audio (None when there is no audio track).
+
+    A frame folder gives its images in name order and no audio. Raises DecodeError(reason) for empty,
+    truncated or unreadable files.
+    """
+    import cv2
+
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_EXT)
+        frames = [f for f in (cv2.imread(str(p)) for p in files) if f is not None]
+        if not frames:
+            raise DecodeError("no_frames", str(path))
+        h, w = frames[0].shape[:2]
+        return np.stack([cv2.resize(f, (w, h))[:, :, ::-1] for f in frames]), None
+    if not path.exists() or path.stat().st_size == 0:
+        raise DecodeError("empty_file", str(path))
+    import av
+
+    try:
+        with av.open(str(path)) as box:
+            frames = [_rgb(f) for f in box.decode(video=0)] if box.streams.video else []
+        audio = None
+        with av.open(str(path)) as box:
+            if box.streams.audio:
+                res = av.AudioResampler(format="flt", layout="mono", rate=SR)
+                chunks = [x.to_ndarray().reshape(-1) for f in box.decode(audio=0) for x in res.resample(f)]
+                chunks += [x.to_ndarray().reshape(-1) for x in res.resample(None)]
+                audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    except (av.error.FFmpegError, ValueError, IndexError, OSError) as exc:
+        raise DecodeError("unreadable", f"{path}: {exc}") from exc
+    if not frames:
+        raise DecodeError("no_frames", str(path))
+    return np.stack(frames), audio
+
+
+def _rgb(frame) -> np.ndarray:
+    """RGB array of a decoded frame; yuv420p through OpenCV (PyAV's own conversion is ~10x slower here)."""
+    import cv2
+
+    if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
+        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
+    return frame.to_ndarray(format="rgb24")
+
+
+def sample_indices(n: int, k: int, train: bool = False, rng: random.Random | None = None) -> list[int]:
+    """k frame indices from n: split [0, n) into k equal segments; the centre of each at evaluation, a random
+    frame of each in training. Clips shorter than k repeat their last frame.
+
+    >>> sample_indices(16, 4), sample_indices(2, 4)
+    ([2, 6, 10, 14], [0, 1, 1, 1])
+    """
+    if n <= 0:
+        raise ValueError("a clip needs at least one frame")
+    if n < k:
+        return list(range(n)) + [n - 1] * (k - n)
+    edges = np.linspace(0, n, k + 1)
+    rng = rng or random.Random(0)
+    out = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        lo, hi = int(np.ceil(a)), max(int(np.ceil(a)) + 1, int(np.ceil(b)))
+        out.append(rng.randrange(lo, hi) if train else min(n - 1, int((a + b) / 2)))
+    return out
+
+
+_CASCADE = None
+
+
+def face_box(frames: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Largest Haar-cascade face (x, y, w, h) in the middle frame, grown by 20 %; None if no face."""
+    import cv2
+
+    global _CASCADE
+    if _CASCADE is None:
+        _CASCADE = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    grey = cv2.cvtColor(frames[len(frames) // 2], cv2.COLOR_RGB2GRAY)
+    faces = _CASCADE.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=4, minSize=(24, 24))
+    if len(faces) == 0:
+        return None
+    x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
+    H, W = grey.shape
+    m = int(0.2 * max(w, h))
+    return max(0, x - m), max(0, y - m), min(W, x + w + m) - max(0, x - m), min(H, y + h + m) - max(0, y - m)
+
+
+# ============================================================================ audio features
+@functools.lru_cache(maxsize=4)
+def _mel_filters(n_fft: int = 400, n_mels: int = 64, sr: int = SR) -> np.ndarray:
+    """Triangular filters on the mel scale m = 2595 log10(1 + f / 700), shape (n_mels, n_fft // 2 + 1)."""
+    mel = lambda f: 2595 * np.log10(1 + f / 700)  # noqa: E731
+    hz = 700 * (10 ** (np.linspace(mel(0), mel(sr / 2), n_mels + 2) / 2595) - 1)
+    bins = np.linspace(0, sr / 2, n_fft // 2 + 1)
+    lo, c, hi = hz[:-2, None], hz[1:-1, None], hz[2:, None]
+    return np.maximum(0, np.minimum((bins - lo) / (c - lo), (hi - bins) / (hi - c))).astype(np.float32)
+
+
+def log_mel(audio: np.ndarray | None, n_fft: int = 400, hop: int = 160, n_mels: int = 64) -> np.ndarray:
+    """(n_mels, frames) log-mel power in dB relative to full scale: 25 ms Hann windows, 10 ms hop, 64 mels.
+    A missing or silent track gives the floor value (-100 dB) everywhere."""
+    if audio is None or len(audio) < n_fft:
+        return np.full((n_mels, 1), -100.0, np.float32)
+    win = np.hanning(n_fft).astype(np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(np.asarray(audio, np.float32), n_fft)[::hop]  # (T, n_fft)
+    spec = np.abs(np.fft.rfft(frames * win, axis=1)) ** 2 / (win.sum() ** 2 / 4)  # full-scale sine -> 0 dB
+    mel = (spec.astype(np.float64) @ _mel_filters(n_fft, n_mels).T.astype(np.float64)).T  # float64: no denormals
+    return (10 * np.log10(mel + 1e-10)).clip(-100, 20).astype(np.float32)
+
+
+def spectrogram_image(mel_db: np.ndarray, size: int, floor_db: float = -80.0):
+    """Square RGB PIL image of a log-mel (low frequencies at the bottom), fixed scale [floor_db, 0] dB so
+    loudness stays visible."""
+    import cv2
+    from PIL import Image
+
+    grey = ((np.clip(mel_db, floor_db, 0) - floor_db) / -floor_db * 255).astype(np.uint8)[::-1]
+    grey = cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA)
+    return Image.fromarray(np.repeat(grey[:, :, None], 3, axis=2))
+
+
+def prosody(audio: np.ndarray | None, sr: int = SR) -> str:
+    """Short words for pitch (autocorrelation f0, level and contour), loudness (RMS dBFS) and tempo
+    (energy peaks per second), e.g. ``"pitch high rising, voice loud, tempo fast"``."""
+    if audio is None or len(audio) < sr // 10 or np.abs(audio).max() < 1e-4:
+        return "no audio"
+    hop, win = sr // 100, sr // 25
+    frames = np.lib.stride_tricks.sliding_window_view(audio, win)[::hop]
+    energy = np.sqrt((frames ** 2).mean(1))
+    voiced = energy > 0.3 * energy.max()
+    x = frames[voiced] - frames[voiced].mean(1, keepdims=True)
+    spec = np.fft.rfft(x, 2 * win, axis=1)
+    ac = np.fft.irfft(np.abs(spec) ** 2, axis=1)[:, : win]
+    lo, hi = sr // 500, sr // 70  # f0 in 70..500 Hz
+    f0 = sr / (lo + ac[:, lo:hi].argmax(1))
+    half = len(f0) // 2
+    slope = np.median(f0[half:]) / max(1e-6, np.median(f0[:half])) if half else 1.0
+    level = np.median(f0)
+    db = 20 * np.log10(np.sqrt((audio ** 2).mean()) + 1e-9)
+    rise = np.diff(voiced.astype(int)) > 0
+    rate = rise.sum() / (len(audio) / sr)
+    pitch = "high" if level > 260 else "low" if level < 140 else "mid"
+    contour = "rising" if slope > 1.15 else "falling" if slope < 0.87 else "level"
+    loud = "loud" if db > -16 else "soft" if db < -26 else "moderate"
+    tempo = "fast" if rate > 4.5 else "slow" if rate < 2.5 else "steady"
+    return f"pitch {pitch} {contour}, voice {loud}, tempo {tempo}"
+
+
+# ============================================================================ per-clip cache
+STATS: Counter = Counter()  # "decoded" counts real decodes (the resumability tests read it)
+
+
+def _encode_frames(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """PNG for small frames (lossless), JPEG q95 above 64 px; returns (bytes, lengths)."""
+    import cv2
+
+    ext, opts = (".png", []) if frames.shape[1] <= 64 else (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95])
+    blobs = [cv2.imencode(ext, f[:, :, ::-1], opts)[1].tobytes() for f in frames]
+    return np.frombuffer(b"".join(blobs), np.uint8), np.array([len(b) for b in blobs])
+
+
+def _decode_frames(buf: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    import cv2
+
+    offs = np.concatenate([[0], np.cumsum(lengths)])
+    return np.stack([cv2.imdecode(buf[a:b], cv2.IMREAD_COLOR)[:, :, ::-1] for a, b in zip(offs[:-1], offs[1:])])
+
+
+def prepare_clip(rec: dict, cache_dir: str | Path, image_size: int = 32, cache_frames: int = 16,
+                 face_crop: bool = False, missing_audio: str = "skip") -> dict:
+    """Decode one clip once and cache ``cache_frames`` uniformly spaced frames at ``image_size`` px (after an
+    optional face crop), its log-mel and prosody, in ``cache_dir``. Later calls read the cache (no decoding).
+
+    Returns ``{"frames": (cache_frames, S, S, 3) uint8, "mel": (64, T) dB, "prosody": str, "face": bool|None,
+    "has_audio": bool}``. Raises DecodeError (reason ``no_audio`` for a video file without an audio track
+    when ``missing_audio="skip"``; ``"silence"`` keeps it with a silent spectrogram).
+    """
+    import cv2
+
+    path = Path(rec["path"])
+    st = path.stat() if path.exists() else None
+    sig = f"{path.resolve()}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}|{image_size}|{cache_frames}|{face_crop}"
+    cache = Path(cache_dir) / f"{rec['dataset']}_{rec['clip_id']}_{hashlib.sha1(sig.encode()).hexdigest()[:10]}.npz"
+    if cache.exists():
+        with np.load(cache) as z:
+            return {"frames": _decode_frames(z["buf"], z["lengths"]), "mel": z["mel"].astype(np.float32),
+                    "prosody": str(z["prosody"]), "face": None if int(z["face"]) < 0 else bool(z["face"]),
+                    "has_audio": bool(z["has_audio"])}
+    frames, audio = decode_clip(path)
+    STATS["decoded"] += 1
+    if audio is None and not path.is_dir() and missing_audio == "skip":
+        raise DecodeError("no_audio", str(path))
+    face = None
+    if face_crop:
+        box = face_box(frames)
+        face = box is not None
+        if box:
+            x, y, w, h = box
+            frames = frames[:, y:y + h, x:x + w]
+    picked = frames[sample_indices(len(frames), cache_frames)]
+    small = np.stack([cv2.resize(f, (image_size, image_size), interpolation=cv2.INTER_AREA) for f in picked])
+    mel = log_mel(audio)
+    out = {"frames": small, "mel": mel, "prosody": prosody(audio), "face": face, "has_audio": audio is not None}
+    buf, lengths = _encode_frames(small)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")  # written then renamed: an interrupted run never leaves half a file
+    np.savez(tmp, buf=buf, lengths=lengths, mel=mel.astype(np.float16), prosody=out["prosody"],
+             face=-1 if face is None else int(face), has_audio=int(out["has_audio"]))
+    os.replace(tmp, cache)
+    return out
+
+
+# ============================================================================ records -> rows -> Dataset / JSONL
+def list_records(source: str, root: str | Path, fold: int, split: str, report: SkipReport,
+                 labels: list[str] | None = None, csv_path: str | Path | None = None, **kw) -> list[dict]:
+    """Dispatch to list_dfew / list_mafw / list_folder (``folder`` without a split column: a fixed 1-in-5
+    hash of the path goes to test, fold-dependent)."""
+    if source == "dfew":
+        return list_dfew(root, fold, split, report)
+    if source == "mafw":
+        return list_mafw(root, fold, split, report=report, **kw)
+    if source != "folder":
+        raise ValueError(f"unknown source {source!r}: dfew | mafw | folder")
+    csv_path = csv_path or Path(root) / "labels.csv"
+    recs = list_folder(root, csv_path, list(labels or vocabulary("dfew")), split=split, report=report)
+    import zlib
+
+    in_test = lambda r: zlib.crc32(r["path"].encode()) % 5 == fold - 1  # noqa: E731
+    return [dict(r, fold=fold) for r in recs if in_test(r) == (split == "test")]
+
+
+def build_rows(records: list[dict], cache_dir: str | Path, split: str, num_frames: int = 8, image_size: int = 32,
+               face_crop: bool = False, seed: int = 0, meta: dict | None = None,
+               report: SkipReport | None = None, progress: bool = True) -> list[dict]:
+    """Rows with the ``ensure_dataset`` schema. Train rows take a random frame per segment (seeded per clip),
+    test rows the centre frame. ``meta`` is the synthetic side file (rationale, drift, cues) when present."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    report = report if report is not None else SkipReport()
+    rows = []
+    for i, rec in enumerate(tqdm(records, desc=f"clips ({split})", disable=not progress, leave=False)):
+        try:
+            clip = prepare_clip(rec, cache_dir, image_size, max(16, 2 * num_frames), face_crop)
+        except DecodeError as exc:
+            report.skip(exc.reason, rec["clip_id"])
+            continue
+        if clip["face"] is False:
+            report.notes["no_face_found (kept uncropped)"] += 1
+        if not clip["has_audio"]:
+            report.notes["frames_only (silent spectrogram)"] += 1
+        rng = random.Random(seed * 1_000_003 + i)
+        idx = sample_indices(len(clip["frames"]), num_frames, train=(split == "train"), rng=rng)
+        side = (meta or {}).get(rec["clip_id"], {})
+        rows.append({"clip_id": rec["clip_id"], "dataset": rec["dataset"], "fold": int(rec["fold"]),
+                     "label": rec["label"], "frames": [Image.fromarray(clip["frames"][j]) for j in idx],
+                     "spectrogram": spectrogram_image(clip["mel"], image_size), "prosody": clip["prosody"],
+                     "rationale": side.get("rationale", ""), "drifted": bool(side.get("drifted", False)),
+                     "cues": json.dumps(side.get("cues", {}), ensure_ascii=False)})
+        report.kept += 1
+    if not rows:
+        raise DataError(f"no usable clip in {split} ({len(records)} listed)\n{report}")
+    return rows
+
+
+def features():
+    """The HF ``Features`` of ``ensure_dataset``'s splits (the contract with erv_lab.policy / train)."""
+    from datasets import Features, Image, Sequence, Value
+
+    return Features({"clip_id": Value("string"), "dataset": Value("string"), "fold": Value("int32"),
+                     "label": Value("string"), "frames": Sequence(Image()), "spectrogram": Image(),
+                     "prosody": Value("string"), "rationale": Value("string"), "drifted": Value("bool"),
+                     "cues": Value("string")})
+
+
+def to_dataset(rows: list[dict]):
+    from datasets import Dataset
+
+    return Dataset.from_list(rows, features=features())
+
+
+def r1omni_record(video: str, label: str, rationale: str = "") -> dict:
+    """R1-Omni conversation record; the gpt turn is the cold-start rationale when there is one, else the label."""
+    return {"video": video, "conversations": [{"from": "human", "value": f"<video>\n<audio>\n{INSTRUCTION}"},
+                                              {"from": "gpt", "value": rationale or label}]}
+
+
+def write_jsonl(records: list[dict], out: str | Path, meta: dict | None = None) -> int:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", encoding="utf-8") as fh:
+        for r in records:
+            side = (meta or {}).get(r["clip_id"], {})
+            fh.write(json.dumps(r1omni_record(r["path"], r["label"], side.get("rationale", "")), ensure_ascii=False) + "\n")
+    return len(records)
+
+
+def _config_key(cfg) -> str:
+    d, p = cfg.data, cfg.policy
+    keys = {k: getattr(d, k) for k in ("source", "layout", "root", "fold", "clips_per_class", "seed", "difficulty",
+                                        "frame_size", "frames_per_clip", "fps", "num_frames", "face_crop",
+                                        "drift_rate", "class_drift")}
+    keys["image_size"] = p.image_size
+    return hashlib.sha1(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def ensure_dataset(cfg, run_dir: str | Path, verbose: bool = True) -> dict:
+    """``{"train", "test"}`` HF Datasets for ``cfg`` (fold ``cfg.data.fold``), built once and reused.
+
+    Synthetic source: clips are generated under ``run_dir/data/synthetic_<layout>/`` first. Decoded clips
+    are cached in ``run_dir/data/cache/``; the finished splits are saved in ``run_dir/data/hf/<key>/`` (key =
+    hash of the data settings), so a second call decodes nothing. The skip report goes to ``report.json``.
+    """
+    from datasets import load_from_disk
+
+    from erv_lab.synth import generate_from_config, read_meta
+
+    d = cfg.data
+    data_dir = Path(run_dir) / "data"
+    hf_dir = data_dir / "hf" / _config_key(cfg)
+    if (hf_dir / "done").exists():
+        return {s: load_from_disk(str(hf_dir / s)) for s in ("train", "test")}
+    if d.source == "synthetic":
+        root, source = data_dir / f"synthetic_{d.layout}", d.layout
+        generate_from_config(cfg, root, verbose=verbose)
+    else:
+        root, source = Path(d.root), d.source
+    meta = read_meta(root)
+    out, reports = {}, {}
+    for split in ("train", "test"):
+        report = SkipReport()
+        recs = list_records(source, root, d.fold, split, report, labels=list(vocabulary(d.layout)))
+        rows = build_rows(recs, data_dir / "cache", split, d.num_frames, cfg.policy.image_size, d.face_crop,
+                          d.seed, meta, report, progress=verbose)
+        out[split] = to_dataset(rows)
+        out[split].save_to_disk(str(hf_dir / split))
+        reports[split] = report.as_dict()
+        if verbose:
+            print(f"[{split}] {source} fold {d.fold}: {report}")
+    (hf_dir / "report.json").write_text(json.dumps(reports, indent=1))
+    (hf_dir / "done").write_text("ok")
+    return {s: load_from_disk(str(hf_dir / s)) for s in ("train", "test")}
+
+
+def cli_prepare(args) -> int:
+    """``erv-lab prepare``: list a fold, decode + cache every clip, print class counts and the skip report,
+    write R1-Omni JSONL."""
+    report = SkipReport()
+    labels = args.labels.split(",") if args.labels else None
+    from erv_lab.synth import read_meta
+
+    try:
+        recs = list_records(args.dataset, args.root, args.fold, args.split, report, labels=labels, csv_path=args.csv)
+        out = Path(args.out)
+        rows = build_rows(recs, out.parent / f"{out.stem}_cache", args.split, args.frames, 112, args.face_crop,
+                          report=report, progress=False)
+    except DataError as exc:
+        print(f"error: {exc}")
+        return 1
+    kept = {r["clip_id"] for r in rows}
+    n = write_jsonl([r for r in recs if r["clip_id"] in kept], out, read_meta(args.root))
+    counts = Counter(r["label"] for r in rows)
+    print(f"{args.dataset} fold {args.fold} {args.split}: {n} records -> {out}")
+    for label, c in sorted(counts.items()):
+        print(f"  {label:15s} {c}")
+    print(report)
+    return 0
+
+
+# ============================================================================ looking at the data (notebook 01)
+def last_report(cfg, run_dir: str | Path) -> dict:
+    """The skip report ``ensure_dataset`` saved for ``cfg`` (``{}`` before it ran)."""
+    path = Path(run_dir) / "data" / "hf" / _config_key(cfg) / "report.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def export_jsonl(cfg, run_dir: str | Path, split: str = "train") -> Path:
+    """R1-Omni JSONL of the fold's ``split`` in ``run_dir/data/<split>.jsonl`` (rationales when present)."""
+    from erv_lab.synth import read_meta
+
+    d = cfg.data
+    root = Path(run_dir) / "data" / f"synthetic_{d.layout}" if d.source == "synthetic" else Path(d.root)
+    source = d.layout if d.source == "synthetic" else d.source
+    recs = list_records(source, root, d.fold, split, SkipReport(), labels=list(vocabulary(d.layout)))
+    out = Path(run_dir) / "data" / f"{split}.jsonl"
+    write_jsonl(recs, out, read_meta(root))
+    return out
+
+
+def show_clip(ds, i: int):
+    """One row of a split: its frames, its spectrogram, label, prosody and rationale (a matplotlib figure)."""
+    import matplotlib.pyplot as plt
+
+    ex = ds[int(i)]
+    n = len(ex["frames"]) + 1
+    fig, axes = plt.subplots(1, n, figsize=(1.6 * n, 2.2))
+    for ax, im, title in zip(axes, ex["frames"] + [ex["spectrogram"]],
+                             [f"frame {k + 1}" for k in range(n - 1)] + ["log-mel"]):
+        ax.imshow(im)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.suptitle(f"{ex['clip_id']} · {ex['label']} · {ex['prosody']}" + (" · drifted" if ex["drifted"] else ""),
+                 fontsize=9)
+    plt.show()
+    print(ex["rationale"] or "(no rationale)")
+    return fig
+
+
+def filmstrip(ds, per_class: int = 1):
+    """A grid: one row per class (first ``per_class`` clips), the sampled frames then the spectrogram."""
+    import matplotlib.pyplot as plt
+
+    labels = ds["label"]
+    picks = [i for lab in sorted(set(labels)) for i in [j for j, x in enumerate(labels) if x == lab][:per_class]]
+    n = len(ds[0]["frames"]) + 1
+    fig, axes = plt.subplots(len(picks), n, figsize=(1.3 * n, 1.3 * len(picks)), squeeze=False)
+    for row, i in zip(axes, picks):
+        ex = ds[i]
+        for ax, im in zip(row, ex["frames"] + [ex["spectrogram"]]):
+            ax.imshow(im)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].set_ylabel(ex["label"], rotation=0, ha="right", fontsize=8)
+    axes[0][-1].set_title("log-mel", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def class_balance_plot(splits: dict):
+    """Bar chart of clips per class and split (seaborn)."""
+    import pandas as pd
+    import seaborn as sns
+
+    df = pd.DataFrame([{"split": s, "label": lab} for s, ds in splits.items() for lab in ds["label"]])
+    ax = sns.countplot(data=df, x="label", hue="split")
+    ax.set_title("clips per class")
+    ax.tick_params(axis="x", rotation=45)
+    return ax.figure
