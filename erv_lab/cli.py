@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = vs.add_parser("eval", help="GoEmotions and rationale-domain metrics as JSON")
     p.add_argument("--model", required=True)
     p.add_argument("--out", default=None, help="also write the JSON here")
+    p.add_argument("--max-rows", type=int, default=None, help="evaluate on a seeded subset of dev/test rows")
     p.set_defaults(handler="erv_lab.verifier:cli_eval")
 
     t = sub.add_parser("train", help="cold-start SFT and GRPO (baseline or ERV arm)")
@@ -119,6 +120,11 @@ def cmd_course(args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         print("The executed copy (with the error) is in the run folder's notebooks/.", file=sys.stderr)
         return 1
+    from erv_lab.report import finalize_course  # timings into results.json; cpu-tiny refreshes reference_run/
+
+    final = finalize_course(result["run_dir"], args.preset, default_dir=args.out is None and not args.only)
+    if final["reference_files"]:
+        print(f"reference_run/ refreshed: {', '.join(final['reference_files'])}")
     total = sum(result["timings"].values())
     print(f"\nCourse finished in {total:.0f} s. Executed notebooks and artifacts: {result['run_dir']}")
     summary = os.path.join(result["run_dir"], "results.md")
