@@ -1,0 +1,247 @@
+"""The course report: ``results.json`` / ``results.md`` (paper-style table with 95 % intervals), the 2x2
+tables, the figures of notebook 05, and the shipped ``reference_run/``.
+
+Reads what ``erv_lab.evaluate`` and ``erv_lab.train`` wrote in the run folder; computes no metric and runs
+no model. ``finalize_course`` is called by ``erv-lab course`` after the last notebook: it adds the
+course's per-notebook timings to results.json and, for the cpu-tiny preset, refreshes ``reference_run/``.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from erv_lab.config import REPO_ROOT
+
+ARM_NAMES = {"sft": "Cold-start SFT", "baseline": "GRPO baseline (format + accuracy)",
+             "erv": "GRPO + ERV (format + accuracy + explanation)"}
+COLUMNS = ("UAR", "WAR", "EEA", "FCR", "FCR_given_correct", "EPC")
+HEADERS = {"FCR_given_correct": "FCR \\| correct"}
+REFERENCE_DIR = REPO_ROOT / "reference_run"
+# Small artifacts copied into reference_run/ (paths relative to the run folder; missing ones are skipped).
+# Model weights are not shipped: the cpu-tiny policies are 3.7 MB each (x3, measured) and retrain in minutes.
+REFERENCE_FILES = ("results.json", "results.md", "course_timings.json", "eval/records.json",
+                   "sft/log_history.json", "baseline/log_history.json", "erv/log_history.json",
+                   "sft/metrics.json", "baseline/metrics.json", "erv/metrics.json",
+                   "baseline/completions.jsonl", "erv/completions.jsonl",
+                   "verifier/erv_verifier.json", "judge/erv_verifier.json")
+REFERENCE_MAX_BYTES = 3_000_000  # per file: keep the tracked folder small
+
+
+# ---------------------------------------------------------------- results.json and results.md
+def _timings(run_dir: Path, eval_seconds: float | None) -> dict[str, float]:
+    """Seconds per stage of the course: the notebooks' times from ``course_timings.json`` when the
+    course runner wrote it, else the evaluation alone (so the values always sum to compute time)."""
+    path = run_dir / "course_timings.json"
+    if path.exists():
+        return {k: float(v) for k, v in json.loads(path.read_text()).items()}
+    return {"evaluate": round(float(eval_seconds or 0.0), 1)}
+
+
+def write_results(results: dict, run_dir: str | Path, eval_seconds: float | None = None) -> dict:
+    """Add ``timings``, write ``results.json`` and ``results.md`` in ``run_dir``; return the results."""
+    run_dir = Path(run_dir)
+    results = dict(results)
+    results["timings"] = _timings(run_dir, eval_seconds)
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    (run_dir / "results.md").write_text(render_markdown(results))
+    return results
+
+
+def schema_problems(results: dict) -> list[str]:
+    """What ``results`` lacks of the results.json schema (empty list = valid): ``sft``/``baseline``/``erv``
+    and ``greedy.{sft,baseline,erv}`` each with UAR, WAR, EEA, FCR, FCR_given_correct, EPC (fractions in
+    [0, 1] or null), ``n`` and ``ci`` ({metric: [low, high]}); ``protocol`` (dataset, fold, decoding, seeds,
+    judge); ``timings`` (seconds per stage)."""
+    from erv_lab.evaluate import ARMS, CI_KEYS, HEADLINE_KEYS
+
+    problems = []
+    blocks = [(arm, results.get(arm)) for arm in ARMS]
+    blocks += [(f"greedy.{arm}", (results.get("greedy") or {}).get(arm)) for arm in ARMS]
+    for where, m in blocks:
+        if not isinstance(m, dict):
+            problems.append(f"missing {where}")
+            continue
+        problems += [f"{where} lacks {k}" for k in HEADLINE_KEYS if k not in m]
+        for k in CI_KEYS:
+            v = m.get(k)
+            if v is not None and not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
+                problems.append(f"{where}.{k} = {v!r} is not a fraction in [0, 1]")
+            ci = (m.get("ci") or {}).get(k)
+            if k in m and not (isinstance(ci, list) and len(ci) == 2):
+                problems.append(f"{where}.ci.{k} is not [low, high]")
+    proto = results.get("protocol")
+    if not isinstance(proto, dict):
+        problems.append("missing protocol")
+    else:
+        problems += [f"protocol lacks {k}" for k in ("dataset", "fold", "decoding", "seeds", "judge") if k not in proto]
+    t = results.get("timings")
+    if not isinstance(t, dict) or not all(isinstance(v, (int, float)) and v >= 0 for v in t.values()):
+        problems.append("timings must map stage -> seconds")
+    return problems
+
+
+def _cell(m: dict, key: str) -> str:
+    v = m.get(key)
+    if v is None:
+        return "–"
+    low, high = (m.get("ci") or {}).get(key) or (None, None)
+    ci = f" [{100 * low:.0f}–{100 * high:.0f}]" if low is not None and high is not None else ""
+    return f"{100 * v:.1f}{ci}"
+
+
+def results_table(block: dict, arms=("sft", "baseline", "erv")) -> str:
+    """A Markdown table: one row per arm, metrics in % with the 95 % bootstrap interval in brackets."""
+    head = "| Model | " + " | ".join(HEADERS.get(c, c) for c in COLUMNS) + " | unparseable | n |"
+    rows = [head, "|" + "---|" * (len(COLUMNS) + 3)]
+    for arm in arms:
+        if arm in block:
+            m = block[arm]
+            unp = f"{m.get('unparseable', 0)}/{m.get('n_decodes', m.get('n'))}"
+            rows.append(f"| {ARM_NAMES.get(arm, arm)} | " + " | ".join(_cell(m, c) for c in COLUMNS)
+                        + f" | {unp} | {m.get('n')} |")
+    return "\n".join(rows)
+
+
+def two_by_two(m: dict) -> str:
+    """The 2x2 table of (prediction correct) x (judged rationale correct), counts over all decodes."""
+    return ("| | rationale right | rationale wrong |\n|---|---|---|\n"
+            f"| answer right | TT = {m.get('TT')} | TF = {m.get('TF')} |\n"
+            f"| answer wrong | FT = {m.get('FT')} | FF = {m.get('FF')} |")
+
+
+def render_markdown(results: dict) -> str:
+    """``results.md``: protocol, the headline table, the greedy table, the 2x2 tables, timings."""
+    p = results.get("protocol", {})
+    dec = p.get("decoding", {})
+    lines = ["# erv-lab results", "",
+             f"Dataset {p.get('dataset')} ({p.get('source', '?')}), fold {p.get('fold')}, {p.get('n_clips')} test "
+             f"clips; judge: {p.get('judge')} (independent of the reward verifier); 95 % intervals: percentile "
+             f"bootstrap over clips ({p.get('bootstrap')} resamples). All numbers in %.", "",
+             f"## Headline: {dec.get('sample', 'sampling')}", "", results_table(results), ""]
+    if "greedy" in results:
+        lines += ["## Greedy decoding", "", results_table(results["greedy"]), ""]
+    lines += ["## 2x2 tables (headline protocol; FCR = TT / N, FCR | correct = TT / (TT + TF))", ""]
+    for arm in ("sft", "baseline", "erv"):
+        if arm in results:
+            lines += [f"**{ARM_NAMES[arm]}**", "", two_by_two(results[arm]), ""]
+    if "erv" in results and "baseline" in results:
+        d = {k: results["erv"].get(k, 0) - results["baseline"].get(k, 0)
+             for k in ("EEA", "EPC", "UAR") if results["erv"].get(k) is not None
+             and results["baseline"].get(k) is not None}
+        lines += ["ERV minus baseline (headline): " + ", ".join(f"{k} {100 * v:+.1f} points" for k, v in d.items()), ""]
+    t = results.get("timings", {})
+    if t:
+        lines += [f"Compute: {sum(t.values()):.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in t.items()) + ")", ""]
+    return "\n".join(lines)
+
+
+def goal_check(results: dict, protocol: str = "sample") -> dict:
+    """The paper's claim on the CPU default: ERV - baseline EEA >= +15 points and EPC >= +15 points with UAR
+    within +-3 points. Returns the deltas (in points), whether each holds and whether the 95 % intervals of
+    the two arms' EEA overlap (a rough check that the difference is not noise)."""
+    block = results if protocol == "sample" else results[protocol]
+    e, b = block["erv"], block["baseline"]
+    d = {k: 100 * (e[k] - b[k]) if e.get(k) is not None and b.get(k) is not None else None
+         for k in ("EEA", "EPC", "UAR", "WAR", "FCR")}
+    ok = {"EEA": d["EEA"] is not None and d["EEA"] >= 15, "EPC": d["EPC"] is not None and d["EPC"] >= 15,
+          "UAR": d["UAR"] is not None and abs(d["UAR"]) <= 3}
+    overlap = e["ci"]["EEA"][0] <= b["ci"]["EEA"][1] and b["ci"]["EEA"][0] <= e["ci"]["EEA"][1]
+    return {"delta_points": d, "holds": ok, "goal_met": all(ok.values()), "EEA_intervals_overlap": overlap}
+
+
+def read_records(run_dir: str | Path) -> list[dict]:
+    """Per-clip records written by ``erv_lab.evaluate`` (``run_dir/eval/records.json``)."""
+    return json.loads((Path(run_dir) / "eval" / "records.json").read_text())
+
+
+def results_frame(results: dict, protocol: str = "sample"):
+    """The metrics as a pandas DataFrame (rows = arms), for the notebook."""
+    import pandas as pd
+
+    block = results if protocol == "sample" else results[protocol]
+    rows = []
+    for arm in ("sft", "baseline", "erv"):
+        if arm in block:
+            m = block[arm]
+            rows.append({"arm": arm, **{c: m.get(c) for c in COLUMNS},
+                         **{f"{c} CI": tuple(m["ci"][c]) for c in COLUMNS if m.get("ci", {}).get(c)}})
+    return pd.DataFrame(rows).set_index("arm")
+
+
+# ---------------------------------------------------------------- figures
+def plot_consistency_bars(results: dict, protocol: str = "sample", metrics=("EEA", "FCR", "EPC", "UAR")):
+    """Bar chart of EEA / FCR / EPC / UAR per arm with 95 % intervals as error bars."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    block = results if protocol == "sample" else results[protocol]
+    arms = [a for a in ("sft", "baseline", "erv") if a in block]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = 0.8 / max(len(arms), 1)
+    x = np.arange(len(metrics))
+    for k, arm in enumerate(arms):
+        m = block[arm]
+        vals = np.array([m.get(c) if m.get(c) is not None else np.nan for c in metrics], dtype=float)
+        ci = np.array([m.get("ci", {}).get(c) or [np.nan, np.nan] for c in metrics], dtype=float)
+        err = np.abs(np.stack([vals - ci[:, 0], ci[:, 1] - vals]))
+        ax.bar(x + k * width, vals, width, yerr=np.nan_to_num(err), capsize=3, label=arm)
+    ax.set_xticks(x + width * (len(arms) - 1) / 2, metrics)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("fraction of clips")
+    ax.set_title(f"Consistency per model ({protocol})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def read_history(run_dir: str | Path, arm: str) -> list[dict]:
+    path = Path(run_dir) / arm / "log_history.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def plot_reward_curves(run_dir: str | Path, arms=("baseline", "erv")):
+    """Mean reward parts and completion length over GRPO steps, one panel per quantity, both arms."""
+    import matplotlib.pyplot as plt
+
+    keys = ("rewards/format/mean", "rewards/accuracy/mean", "rewards/explanation/mean", "completions/mean_length")
+    fig, axes = plt.subplots(1, len(keys), figsize=(13, 2.8))
+    for ax, key in zip(axes, keys):
+        for arm in arms:
+            h = [r for r in read_history(run_dir, arm) if key in r and "step" in r]
+            if h:
+                ax.plot([r["step"] for r in h], [r[key] for r in h], marker=".", label=arm)
+        ax.set_title(key.replace("rewards/", "").replace("/mean", ""), fontsize=9)
+        ax.set_xlabel("step")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- end of the course
+def copy_reference_run(run_dir: str | Path, dest: str | Path = REFERENCE_DIR) -> list[str]:
+    """Copy the run's small artifacts (``REFERENCE_FILES``, each under ``REFERENCE_MAX_BYTES``) to ``dest``."""
+    run_dir, dest = Path(run_dir), Path(dest)
+    copied = []
+    for rel in REFERENCE_FILES:
+        src = run_dir / rel
+        if src.exists() and src.stat().st_size <= REFERENCE_MAX_BYTES:
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest / rel)
+            copied.append(rel)
+    return copied
+
+
+def finalize_course(run_dir: str | Path, preset: str, default_dir: bool = True) -> dict[str, Any]:
+    """After ``erv-lab course``: put the course's timings into results.json / results.md and, for the
+    cpu-tiny preset in its default run folder (what ``make course`` does), refresh ``reference_run/``."""
+    run_dir = Path(run_dir)
+    path = run_dir / "results.json"
+    out: dict[str, Any] = {"results": None, "reference_files": []}
+    if path.exists():
+        write_results(json.loads(path.read_text()), run_dir)
+        out["results"] = str(path)
+        if preset == "cpu-tiny" and default_dir:
+            out["reference_files"] = copy_reference_run(run_dir)
+    return out

@@ -1,0 +1,268 @@
+"""The evaluator on a tiny fake policy, a fake judge and a fake verifier; results.json schema and report."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from erv_lab import evaluate as E
+from erv_lab import report as R
+from erv_lab.config import REPO_ROOT, load_config
+from erv_lab.metrics import consistency_metrics, recognition_metrics
+
+LABELS = ["happy", "sad", "angry", "fear", "happy", "sad"]
+WORD = {"happy": "smiles", "sad": "weeps", "angry": "scowls", "fear": "trembles", "surprise": "gasps"}
+READ = {v: k for k, v in WORD.items()}  # the fake judge reads one cue word back to its emotion
+
+
+def make_examples(labels=LABELS):
+    im = Image.new("RGB", (8, 8), (120, 60, 30))
+    return [{"clip_id": f"c{i:02d}", "label": y, "dataset": "dfew", "frames": [im, im], "spectrogram": im}
+            for i, y in enumerate(labels)]
+
+
+def completion(think_emotion, answer):
+    return f"<think>She {WORD[think_emotion]}. The room is quiet.</think>\n<answer>{answer}</answer>"
+
+
+class FakePolicy:
+    """Canned completions: answers the truth; the rationale names ``drift_to`` for clips listed in
+    ``drift`` (per seed, so sampling seeds can differ); counts how many clips it decoded."""
+
+    def __init__(self, drift=None, unparseable=()):
+        self.drift, self.unparseable, self.calls = drift or {}, set(unparseable), 0
+
+    def __call__(self, examples, temperature, top_p, seed, max_new_tokens):
+        self.calls += len(examples)
+        out = []
+        for ex in examples:
+            if ex["clip_id"] in self.unparseable:
+                out.append("<think>She smiles.</think> no answer")
+                continue
+            think = self.drift.get(ex["clip_id"], ex["label"]) if temperature > 0 else ex["label"]
+            out.append(completion(think, ex["label"]))
+        return out
+
+
+class FakeJudge:
+    name = "fake-keyword-judge"
+
+    def judge(self, texts, labels):
+        assert "happy" in labels  # the judges interface: the dataset's label list
+        found = []
+        for t in texts:
+            hits = [READ[w.strip(".").lower()] for w in t.split() if w.strip(".").lower() in READ]
+            found.append(hits[0] if hits else "neutral")
+        return found
+
+
+class FakeVerifier:
+    """Cue words -> their GoEmotions label with p = 0.9; anything else -> neutral."""
+    ROWS = {"smiles": 17, "weeps": 25, "scowls": 2, "trembles": 14, "gasps": 26}
+
+    def predict_proba(self, texts):
+        out = np.full((len(texts), 28), 0.01)
+        for i, t in enumerate(texts):
+            k = next((self.ROWS[w.strip(".").lower()] for w in t.split() if w.strip(".").lower() in self.ROWS), 27)
+            out[i, k] = 0.9
+        return out
+
+
+@pytest.fixture
+def cfg():
+    return load_config("smoke", ["eval.seeds=[0,1,2]", "eval.bootstrap=50", "eval.max_clips=null"])
+
+
+def test_protocols_are_the_papers_sampling_then_greedy(cfg):
+    ps = E.protocols(cfg)
+    assert [p.name for p in ps] == ["sample", "greedy"]
+    assert (ps[0].temperature, ps[0].top_p, ps[0].seeds) == (0.3, 0.9, (0, 1, 2))
+    assert ps[1].temperature == 0 and ps[1].seeds == (0,)
+
+
+def test_decoding_is_cached_and_resumes_where_it_stopped(tmp_path):
+    ex, gen = make_examples(), FakePolicy()
+    kw = dict(temperature=0.3, top_p=0.9, seeds=(0, 1), max_new_tokens=16, batch_size=4)
+    first = E.decode_cached(gen, ex, tmp_path / "c.jsonl", **kw)
+    assert gen.calls == 12 and len(first) == 2 and len(first[0]) == 6  # 6 clips x 2 seeds
+    assert E.decode_cached(gen, ex, tmp_path / "c.jsonl", **kw) == first and gen.calls == 12  # nothing re-decoded
+    lines = (tmp_path / "c.jsonl").read_text().splitlines()
+    (tmp_path / "c.jsonl").write_text("\n".join(lines[:3]) + '\n{"key": "c0')  # interrupted: 2 rows + a cut line
+    assert E.decode_cached(gen, ex, tmp_path / "c.jsonl", **kw) == first
+    assert gen.calls == 12 + 10  # only the ten missing rows
+
+
+def test_changing_model_or_settings_discards_the_cache(tmp_path):
+    ex, gen = make_examples(), FakePolicy()
+    kw = dict(temperature=0.3, top_p=0.9, seeds=(0,), max_new_tokens=16)
+    E.decode_cached(gen, ex, tmp_path / "c.jsonl", fingerprint="a", **kw)
+    E.decode_cached(gen, ex, tmp_path / "c.jsonl", fingerprint="b", **kw)
+    assert gen.calls == 12
+    E.decode_cached(gen, ex, tmp_path / "c.jsonl", fingerprint="b", **{**kw, "seeds": (1,)})
+    assert gen.calls == 18
+
+
+def test_judge_texts_skips_empty_rationales_and_normalises():
+    calls = []
+
+    def judge(texts, labels):
+        calls.append(list(texts))
+        return ["Happiness" for _ in texts]
+
+    assert E.judge_texts(judge, ["She smiles.", "", "  "], "dfew") == ["happy", None, None]
+    assert calls == [["She smiles."]]
+
+
+def test_scores_match_the_metrics_module_on_a_hand_made_fold():
+    labels = ["happy", "sad", "angry", "fear"]
+    comps = [[completion("happy", "happy"),        # TT, consistent
+              completion("happy", "sad"),          # TF: answer right, rationale reads happy
+              completion("angry", "fear"),          # FT: answer wrong, rationale right
+              "<think>She trembles.</think>"]]      # unparseable: FF, not consistent
+    got = E.score_decodes(comps, labels, FakeJudge(), n_boot=20)
+    # EEA = (TT + FT) / N = 2/4; FCR = TT / N = 1/4; EPC = 1/4 (clip 0 only); WAR = 2/4; UAR = mean(1,1,0,0)
+    assert (got["EEA"], got["FCR"], got["EPC"], got["WAR"], got["UAR"]) == (0.5, 0.25, 0.25, 0.5, 0.5)
+    assert (got["TT"], got["TF"], got["FT"], got["FF"], got["unparseable"]) == (1, 1, 1, 1, 1)
+    assert got["FCR_given_correct"] == 0.5 and got["n"] == 4
+    preds = ["happy", "sad", "fear", None]
+    judged = FakeJudge().judge(["She smiles.", "She smiles.", "She scowls.", "She trembles."], ["happy"])
+    ref = consistency_metrics(preds, judged, labels)
+    assert {k: got[k] for k in ("EEA", "FCR", "EPC")} == {k: ref[k] for k in ("EEA", "FCR", "EPC")}
+    assert got["UAR"] == recognition_metrics(preds, labels)["UAR"]
+    for k, (low, high) in got["ci"].items():
+        assert low <= got[k] <= high, k
+
+
+def test_headline_pools_seeds_as_their_mean():
+    ex = make_examples()
+    labels = [e["label"] for e in ex]
+    per_seed = [FakePolicy(drift={f"c0{s}": "surprise"})(ex, 0.3, 0.9, s, 16) for s in range(3)]
+    got = E.score_decodes(per_seed, labels, FakeJudge(), n_boot=20)
+    # one drifted rationale per seed out of six clips: EEA 5/6 in every seed and pooled
+    assert [r["EEA"] for r in got["per_seed"]] == pytest.approx([5 / 6] * 3)
+    assert got["EEA"] == pytest.approx(np.mean([r["EEA"] for r in got["per_seed"]]))
+    assert got["n"] == 6 and got["n_decodes"] == 18
+
+
+def test_bootstrap_interval_is_wide_on_few_clips_and_contains_the_point():
+    ex = make_examples() * 2
+    labels = [e["label"] for e in ex]
+    comps = [[completion("surprise" if i % 2 else y, y) for i, y in enumerate(labels)]]
+    got = E.score_decodes(comps, labels, FakeJudge(), n_boot=200)
+    low, high = got["ci"]["EEA"]
+    assert got["EEA"] == 0.5 and low < 0.5 < high and high - low > 0.2
+
+
+def fake_generators():
+    drift = {"c00": "surprise", "c01": "happy", "c03": "surprise"}
+    return {"sft": (FakePolicy(drift=drift), "f-sft"), "baseline": (FakePolicy(drift=drift), "f-base"),
+            "erv": (FakePolicy(), "f-erv")}
+
+
+def test_evaluate_models_writes_schema_records_and_a_report(tmp_path, cfg):
+    ex = make_examples()
+    results = E.evaluate_models(fake_generators(), ex, FakeJudge(), cfg, tmp_path, verifier=FakeVerifier())
+    results = R.write_results(results, tmp_path, eval_seconds=1.5)
+    assert R.schema_problems(results) == []
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+    # the fake ERV arm never drifts: its rationales agree with the truth, the baseline's drift on 3 of 6
+    assert results["erv"]["EEA"] == 1.0 and results["baseline"]["EEA"] == 0.5
+    # ERV reward: the cue sentence matches, "The room is quiet." is neutral-only and leaves n_nn -> 1.0 per clip;
+    # the baseline's three drifted rationales earn 0 -> 3/6, in every one of the three samples
+    assert results["erv"]["explanation_reward"] == 1.0 and results["baseline"]["explanation_reward"] == 0.5
+    assert results["greedy"]["baseline"]["EEA"] == 1.0  # greedy hides random drift
+    assert results["erv"]["WAR"] == results["baseline"]["WAR"] == 1.0
+    assert results["timings"] == {"evaluate": 1.5}
+    assert results["protocol"]["judge"] == "fake-keyword-judge" and results["protocol"]["seeds"] == [0, 1, 2]
+    records = json.loads((tmp_path / "eval" / "records.json").read_text())
+    assert len(records) == 6 and set(records[0]["arms"]) == {"sft", "baseline", "erv"}
+    r0 = records[0]["arms"]["baseline"]["sample"]
+    assert r0["judged"] == "surprise" and r0["rewards"]["accuracy"] == 1.0 and r0["sentences"][0]["matched"] is False
+    md = (tmp_path / "results.md").read_text()
+    assert "| GRPO + ERV" in md and "EEA" in md and "Greedy" in md and "TT = " in md
+    # a second call decodes nothing: everything comes from run_dir/eval_cache
+    gens = fake_generators()
+    E.evaluate_models(gens, ex, FakeJudge(), cfg, tmp_path, verifier=FakeVerifier())
+    assert all(g.calls == 0 for g, _ in gens.values())
+
+
+def test_a_second_judge_is_scored_with_its_agreement(tmp_path, cfg):
+    class AlwaysNeutral:
+        def judge(self, texts, labels):
+            return ["neutral"] * len(texts)
+
+    results = E.evaluate_models(fake_generators(), make_examples(), FakeJudge(), cfg, tmp_path,
+                                extra_judges={"llm": AlwaysNeutral()})
+    alt = results["erv"]["judges"]["llm"]
+    assert alt["EEA"] == 0.0 and results["erv"]["EEA"] == 1.0  # no test clip is neutral
+    assert alt["agreement"]["agreement"] == 0.0 and alt["agreement"]["n"] == 18
+    assert results["protocol"]["extra_judges"] == ["llm"]
+
+
+def test_timings_come_from_the_course_runner_when_present(tmp_path, cfg):
+    results = E.evaluate_models(fake_generators(), make_examples(), FakeJudge(), cfg, tmp_path)
+    (tmp_path / "course_timings.json").write_text(json.dumps({"00_overview.ipynb": 3.0, "05_x.ipynb": 9.0}))
+    out = R.write_results(results, tmp_path, eval_seconds=4.0)
+    assert out["timings"] == {"00_overview.ipynb": 3.0, "05_x.ipynb": 9.0}
+    assert "Compute: 12 s" in (tmp_path / "results.md").read_text()
+
+
+def test_schema_problems_catches_a_missing_arm_and_a_percentage():
+    ex = {"UAR": 0.5, "WAR": 0.5, "EEA": 0.5, "FCR": 0.5, "FCR_given_correct": 0.5, "EPC": 0.5, "n": 3,
+          "ci": {k: [0.1, 0.9] for k in E.CI_KEYS}}
+    ok = {"sft": ex, "baseline": ex, "erv": ex, "greedy": {"sft": ex, "baseline": ex, "erv": ex},
+          "protocol": {"dataset": "dfew", "fold": 5, "decoding": {}, "seeds": [0], "judge": "x"},
+          "timings": {"a": 1.0}}
+    assert R.schema_problems(ok) == []
+    bad = json.loads(json.dumps(ok))
+    del bad["erv"]
+    bad["baseline"]["EEA"] = 55.0
+    probs = R.schema_problems(bad)
+    assert "missing erv" in probs and any("baseline.EEA" in p for p in probs)
+
+
+def test_finalize_copies_the_reference_run_only_for_cpu_tiny(tmp_path, cfg, monkeypatch):
+    results = E.evaluate_models(fake_generators(), make_examples(), FakeJudge(), cfg, tmp_path)
+    R.write_results(results, tmp_path)
+    (tmp_path / "course_timings.json").write_text(json.dumps({"05.ipynb": 2.0}))
+    dest = tmp_path / "reference"
+    monkeypatch.setattr(R, "REFERENCE_DIR", dest)
+    monkeypatch.setattr(R.copy_reference_run, "__defaults__", (dest,))
+    assert R.finalize_course(tmp_path, "smoke")["reference_files"] == []
+    assert not dest.exists()
+    got = R.finalize_course(tmp_path, "cpu-tiny")
+    assert "results.json" in got["reference_files"] and "eval/records.json" in got["reference_files"]
+    assert json.loads((dest / "results.json").read_text())["timings"] == {"05.ipynb": 2.0}
+
+
+def test_shipped_reference_run_matches_the_result_schema():
+    path = REPO_ROOT / "reference_run" / "results.json"
+    if not path.exists():
+        pytest.skip("reference_run/results.json not produced yet: run `make course` (cpu-tiny) to create it")
+    assert R.schema_problems(json.loads(path.read_text())) == []
+
+
+
+def test_goal_check_reports_the_papers_claim(tmp_path, cfg):
+    results = E.evaluate_models(fake_generators(), make_examples(), FakeJudge(), cfg, tmp_path)
+    g = R.goal_check(results)
+    # fake ERV: EEA 6/6 vs baseline 3/6 -> +50 points; EPC the same; both answer every clip right -> UAR +0
+    assert g["delta_points"]["EEA"] == pytest.approx(50) and g["delta_points"]["UAR"] == 0
+    assert g["goal_met"] and g["holds"] == {"EEA": True, "EPC": True, "UAR": True}
+    assert R.goal_check(results, "greedy")["goal_met"] is False  # greedy hides the random drift
+    assert len(R.read_records(tmp_path)) == 6
+
+
+def test_cli_evaluate_writes_and_prints_the_table(tmp_path, cfg, monkeypatch, capsys):
+    from erv_lab.cli import main
+
+    def fake_ensure(c, rd, force=False, dataset=None):
+        assert c.preset == "smoke" and c.eval.seeds == [0] and force
+        res = E.evaluate_models(fake_generators(), make_examples(), FakeJudge(), c, rd)
+        return R.write_results(res, rd, eval_seconds=0.5)
+
+    monkeypatch.setattr(E, "ensure_results", fake_ensure)
+    assert main(["evaluate", "--preset", "smoke", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "| GRPO + ERV" in printed and f"results.json: {tmp_path / 'results.json'}" in printed
