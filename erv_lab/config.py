@@ -193,6 +193,12 @@ def _apply(section_obj: Any, values: dict, where: str) -> None:
     for key, val in values.items():
         if key not in known:
             raise ValueError(f"unknown setting {where}.{key}; valid: {', '.join(sorted(known))}")
+        default = getattr(section_obj, key)
+        if isinstance(default, float) and isinstance(val, (str, int)) and not isinstance(val, bool):
+            try:  # YAML 1.1 reads `2e-3` (no dot) as a string; a float field takes it as the number it is
+                val = float(val)
+            except ValueError:
+                raise ValueError(f"{where}.{key} must be a number, got {val!r}") from None
         setattr(section_obj, key, val)
 
 

@@ -66,3 +66,11 @@ def test_smoke_is_smaller_than_cpu_tiny():
 def test_run_dir_uses_the_given_base(tmp_path):
     assert run_dir(load_config("smoke"), tmp_path / "x") == tmp_path / "x"
     assert (tmp_path / "x").is_dir()
+
+
+def test_float_fields_accept_yaml_1_1_exponents():
+    # yaml.safe_load("2e-3") is the string "2e-3"; float fields must still get a number
+    cfg = load_config("smoke", ["sft.learning_rate=2e-3", "grpo.beta=0"])
+    assert cfg.sft.learning_rate == 0.002 and isinstance(cfg.grpo.beta, float)
+    with pytest.raises(ValueError, match="must be a number"):
+        load_config("smoke", ["grpo.beta=lots"])
