@@ -84,7 +84,8 @@ class PolicyConfig:
     load_in_4bit: bool = _f(False, "QLoRA: load the base model in 4-bit NF4 with bitsandbytes")
     lora_r: int = _f(0, "LoRA rank; 0 trains the full model")
     lora_alpha: int = _f(16, "LoRA alpha")
-    vision_warmup_epochs: int = _f(3, "epochs warming the vision tower up as a frame classifier")
+    vision_warmup_epochs: int = _f(3, "epochs warming the vision tower up as a clip classifier (frames + spectrogram)")
+    freeze_vision: bool = _f(False, "freeze the vision tower during SFT/GRPO (keeps warmed-up features)")
 
 
 @dataclass

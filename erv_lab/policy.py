@@ -1,0 +1,332 @@
+"""The policy: a LLaVA-class vision-language model, its processor, prompts and decoding (notebook 03).
+
+CPU presets build a *tiny, randomly initialised* ``LlavaForConditionalGeneration`` (CLIP vision tower +
+small Qwen2) with a byte-level BPE tokenizer trained locally, so the code path of the GPU presets
+(processor, chat template, ``images`` column, LoRA / 4-bit NF4 QLoRA wiring) runs offline. GPU presets load
+a pretrained Hub VLM instead. Video enters as a list of frames; audio as one more image (the log-mel
+spectrogram) and/or prosody text. This module does not train (see ``erv_lab.train``).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+INSTRUCTION = (
+    "As an emotional recognition expert; throughout the video, which emotion conveyed by the characters is "
+    "the most obvious to you? Output the thinking process in <think> </think> and final emotion in "
+    "<answer> </answer> tags."
+)
+IMAGE_TOKEN = "<image>"
+SPECIALS = ["<|pad|>", "<|im_start|>", "<|im_end|>", IMAGE_TOKEN]
+TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]  # ordinary tokens: decoding keeps them
+# ChatML; a content list renders its image parts as <image> and its text parts verbatim.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<image>{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+PATCH_SIZE = 8
+
+
+# ---------------------------------------------------------------- prompts and images
+def prompt_text(example: dict, audio: str = "spectrogram") -> str:
+    """The paper's instruction; with ``audio="prosody"`` the clip's prosody description is prepended."""
+    if audio == "prosody" and example.get("prosody"):
+        return f"Audio: {example['prosody']}\n{INSTRUCTION}"
+    return INSTRUCTION
+
+
+def clip_images(example: dict, audio: str = "spectrogram") -> list:
+    """Frames of the clip, plus the spectrogram as one more image when ``audio="spectrogram"``."""
+    images = list(example["frames"])
+    if audio == "spectrogram":
+        images.append(example["spectrogram"])
+    return [im.convert("RGB") for im in images]
+
+
+def prompt_messages(example: dict, audio: str = "spectrogram") -> list[dict]:
+    """Conversational prompt with one image placeholder per image (TRL fills them from ``images``)."""
+    n = len(clip_images(example, audio))
+    content = [{"type": "image"} for _ in range(n)] + [{"type": "text", "text": prompt_text(example, audio)}]
+    return [{"role": "user", "content": content}]
+
+
+# ---------------------------------------------------------------- tokenizer and processor
+def train_tokenizer(corpus: Sequence[str], vocab_size: int = 1200):
+    """Byte-level BPE trained on ``corpus`` in about a second, with a ChatML template.
+
+    ``<think>``/``<answer>`` tags are added as *non-special* tokens, so ``skip_special_tokens`` keeps them.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AddedToken, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(list(corpus) + [INSTRUCTION, "user\nassistant\n"], trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|pad|>", eos_token="<|im_end|>",
+                                   bos_token=None, unk_token=None)
+    fast.add_tokens([AddedToken(t, normalized=False, special=False) for t in TAG_TOKENS])
+    fast.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN, "<|im_start|>"]})
+    fast.chat_template = CHAT_TEMPLATE
+    fast.padding_side = "left"
+    return fast
+
+
+def build_processor(tokenizer, image_size: int):
+    """``LlavaProcessor`` built in code: PIL CLIP image processor at ``image_size`` px, patch 8."""
+    from transformers import CLIPImageProcessorPil, LlavaProcessor
+
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH_SIZE,
+                          vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                          image_token=IMAGE_TOKEN, chat_template=CHAT_TEMPLATE)
+
+
+# ---------------------------------------------------------------- models
+def build_tiny_policy(pcfg, processor, seed: int = 0):
+    """A randomly initialised LLaVA: CLIP vision (``image_size`` px, patch 8) + Qwen2 text model.
+
+    Image tokens per image = (image_size / 8)^2, e.g. 16 at 32 px. Parameters ~1 M at the cpu-tiny sizes.
+    """
+    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, Qwen2Config
+
+    tok = processor.tokenizer
+    torch.manual_seed(seed)
+    vision = CLIPVisionConfig(hidden_size=pcfg.vision_hidden_size, intermediate_size=2 * pcfg.vision_hidden_size,
+                              num_hidden_layers=pcfg.vision_layers, num_attention_heads=4,
+                              image_size=pcfg.image_size, patch_size=PATCH_SIZE, projection_dim=pcfg.hidden_size)
+    text = Qwen2Config(vocab_size=len(tok), hidden_size=pcfg.hidden_size, intermediate_size=2 * pcfg.hidden_size,
+                       num_hidden_layers=pcfg.num_layers, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=2048, tie_word_embeddings=True,
+                       pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None)
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids(
+        IMAGE_TOKEN), vision_feature_layer=-1, vision_feature_select_strategy="default",
+        projector_hidden_act="gelu", tie_word_embeddings=True)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    return model
+
+
+def bnb_config():
+    """4-bit NF4 quantisation (QLoRA). Compute in fp32 on CPU, bf16 on a GPU."""
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute)
+
+
+def lora_config(pcfg):
+    """LoRA on the language model's attention and MLP projections (the vision tower stays frozen)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=pcfg.lora_r, lora_alpha=pcfg.lora_alpha, lora_dropout=0.05, bias="none",
+                      task_type="CAUSAL_LM",
+                      target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
+
+
+def load_base(path: str | Path, pcfg=None, device_map: Any = None):
+    """Load a saved or Hub VLM, in 4-bit NF4 when ``pcfg.load_in_4bit`` (QLoRA), else fp32/bf16."""
+    from transformers import AutoModelForImageTextToText
+
+    kw: dict = {}
+    if pcfg is not None and pcfg.load_in_4bit:
+        kw["quantization_config"] = bnb_config()
+        kw["device_map"] = device_map or ({"": 0} if torch.cuda.is_available() else {"": "cpu"})
+        kw["dtype"] = kw["quantization_config"].bnb_4bit_compute_dtype
+    elif torch.cuda.is_available():
+        kw["dtype"] = torch.bfloat16
+    return AutoModelForImageTextToText.from_pretrained(str(path), **kw)
+
+
+def with_lora(model, pcfg):
+    """Wrap ``model`` with a fresh LoRA adapter (after k-bit preparation when it is quantised)."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    if getattr(model, "is_loaded_in_4bit", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return get_peft_model(model, lora_config(pcfg))
+
+
+def hub_processor(name: str):
+    """The processor shipped with a Hub VLM, padding on the left for generation. Needs Hub access."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(name)
+    processor.tokenizer.padding_side = "left"
+    return processor
+
+
+def hub_policy(pcfg):
+    """A pretrained Hub VLM (e.g. LLaVA-OneVision-Qwen2-0.5B) and its own processor. Needs Hub access."""
+    return load_base(pcfg.model_name, pcfg), hub_processor(pcfg.model_name)
+
+
+# ---------------------------------------------------------------- save / load
+def save_policy(model, processor, path: str | Path, meta: dict | None = None) -> Path:
+    """Save weights (merged when LoRA on a full-precision base), processor and a ``policy.json`` note."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "peft_config") and not getattr(model, "is_loaded_in_4bit", False):
+        model = model.merge_and_unload()
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    (path / "policy.json").write_text(json.dumps(meta or {}, indent=2))
+    return path
+
+
+def load_processor(path: str | Path):
+    """Reload a processor saved by :func:`save_policy` (rebuilt in code around the saved tokenizer)."""
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    meta = json.loads((path / "policy.json").read_text()) if (path / "policy.json").exists() else {}
+    if meta.get("kind", "tiny-llava") != "tiny-llava":
+        return hub_processor(str(path))
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.padding_side = "left"
+    return build_processor(tok, int(meta.get("image_size", 32)))
+
+
+def load_policy(path: str | Path, pcfg=None):
+    """``(model, processor)`` from a folder written by :func:`save_policy` or a trainer's ``final/``.
+
+    A folder holding a PEFT adapter (``adapter_config.json``) is loaded on top of its base model.
+    """
+    path = Path(path)
+    if (path / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+        model = PeftModel.from_pretrained(load_base(base, pcfg), path)
+    else:
+        model = load_base(path, pcfg)
+    model.eval()
+    return model, load_processor(path)
+
+
+def count_parameters(model) -> dict:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable}
+
+
+# ---------------------------------------------------------------- decoding
+@torch.no_grad()
+def generate(model, processor, examples: Sequence[dict], temperature: float = 0.0, top_p: float = 1.0,
+             seed: int = 0, max_new_tokens: int = 96, audio: str = "spectrogram", batch_size: int = 16) -> list[str]:
+    """Decode one completion per example (``temperature == 0`` means greedy). Returns the raw text.
+
+    ``examples`` are dataset rows with ``frames`` / ``spectrogram`` / ``prosody`` (see ``erv_lab.data``).
+    """
+    tok = processor.tokenizer
+    device = next(model.parameters()).device
+    torch.manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    outs: list[str] = []
+    for i in range(0, len(examples), batch_size):
+        chunk = list(examples[i:i + batch_size]) if not hasattr(examples, "select") else \
+            [examples[j] for j in range(i, min(i + batch_size, len(examples)))]
+        texts = [processor.apply_chat_template(prompt_messages(ex, audio), add_generation_prompt=True,
+                                               tokenize=False) for ex in chunk]
+        images = [clip_images(ex, audio) for ex in chunk]
+        batch = processor(images=images, text=texts, return_tensors="pt", padding=True).to(device)
+        if "pixel_values" in batch:
+            batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+        kw = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+        ids = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
+                             eos_token_id=tok.eos_token_id, **kw)
+        outs += tok.batch_decode(ids[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    if was_training:
+        model.train()
+    return [o.strip() for o in outs]
+
+
+def vision_tower(model):
+    """The CLIP vision tower and projector of a (possibly PEFT-wrapped) LLaVA."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = getattr(inner, "model", inner)
+    return inner.vision_tower, inner.multi_modal_projector
+
+
+def warmup_vision(model, processor, dataset, labels: Sequence[str], epochs: int, lr: float = 2e-3,
+                  batch_size: int = 16, seed: int = 0, audio: str = "spectrogram") -> dict:
+    """Warm the vision tower up as a *clip* classifier (stand-in for a pretrained encoder).
+
+    Every image the policy will see for a clip (its frames and, with ``audio="spectrogram"``, the spectrogram)
+    -> vision tower -> projector -> mean over patch tokens; the head reads [mean over frames || spectrogram]
+    and is trained with cross-entropy on the clip's label. Training on frames alone cannot work: some classes
+    differ only in the voice (fear vs surprise), so a frame classifier stalled at ~0.4 train accuracy, while this
+    clip classifier reached ~0.9 test accuracy on cpu-tiny in about 8 s (docs/TRAINING.md).
+    Returns train/held-out-free accuracy of the last epoch and seconds taken.
+    """
+    import time
+
+    tower, proj = vision_tower(model)
+    if epochs <= 0:
+        return {"epochs": 0, "accuracy": None, "seconds": 0.0}
+    t0 = time.perf_counter()
+    g = torch.Generator().manual_seed(seed)
+    per_clip = [clip_images(ex, audio) for ex in dataset]
+    k = len(per_clip[0])  # images per clip (frames [+ spectrogram])
+    pix = processor.image_processor(images=[im for ims in per_clip for im in ims], return_tensors="pt")["pixel_values"]
+    pix = pix.view(len(per_clip), k, *pix.shape[1:])  # (N, K, 3, H, W)
+    y = torch.tensor([labels.index(ex["label"]) for ex in dataset])
+    with_spec = audio == "spectrogram" and k > 1
+    dim = proj.linear_2.out_features
+    head = torch.nn.Linear(dim * (2 if with_spec else 1), len(labels))
+    params = list(tower.parameters()) + list(proj.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=lr)
+    tower.train(), proj.train()
+
+    def clip_features(p):  # (B, K, 3, H, W) -> (B, D or 2D)
+        f = proj(tower(p.flatten(0, 1)).last_hidden_state[:, 1:]).mean(1).view(p.shape[0], k, dim)
+        return torch.cat([f[:, :-1].mean(1), f[:, -1]], -1) if with_spec else f.mean(1)
+
+    acc = 0.0
+    for _ in range(epochs):
+        order = torch.randperm(len(y), generator=g)
+        correct = 0
+        for s in range(0, len(y), batch_size):
+            idx = order[s:s + batch_size]
+            logits = head(clip_features(pix[idx]))  # (B, C)
+            loss = torch.nn.functional.cross_entropy(logits, y[idx])
+            opt.zero_grad(), loss.backward(), opt.step()
+            correct += (logits.argmax(-1) == y[idx]).sum().item()
+        acc = correct / len(y)
+    return {"epochs": epochs, "accuracy": acc, "seconds": time.perf_counter() - t0}
+
+
+def plot_clip(example: dict, audio: str = "spectrogram", title: str = ""):
+    """The images the policy sees for one clip: its frames and, with audio, the spectrogram."""
+    import matplotlib.pyplot as plt
+
+    ims = clip_images(example, audio)
+    fig, axes = plt.subplots(1, len(ims), figsize=(1.6 * len(ims), 1.9))
+    for i, (ax, im) in enumerate(zip(np.atleast_1d(axes), ims)):
+        ax.imshow(im), ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title("spectrogram" if audio == "spectrogram" and i == len(ims) - 1 else f"frame {i}", fontsize=8)
+    fig.suptitle(title or f"{example['clip_id']}: {example['label']}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))

@@ -1,0 +1,513 @@
+"""Cold-start SFT and GRPO (baseline vs ERV arm) with TRL (notebooks 03 and 04, ``erv-lab train``).
+
+    erv-lab train sft  --preset cpu-tiny                # -> runs/cpu-tiny/sft/final
+    erv-lab train grpo --preset cpu-tiny --arm baseline  # format + accuracy      -> runs/cpu-tiny/baseline/
+    erv-lab train grpo --preset cpu-tiny --arm erv       # + explanation (ERV)    -> runs/cpu-tiny/erv/
+
+Both arms start from the SFT model with identical data, seeds, steps and hyperparameters; only the reward
+list differs. Every stage is idempotent (a finished ``final/`` is reused) and resumes from its last
+checkpoint. Logs per stage: ``log_history.{json,csv}``, ``completions.jsonl`` (GRPO, every reward part),
+``metrics.json`` (seconds/step, peak memory). This module does not evaluate (see ``erv_lab.evaluate``).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from transformers import TrainerCallback
+
+from erv_lab import policy as P
+from erv_lab.labels import vocabulary
+
+ARMS = ("baseline", "erv")
+BASELINE_REWARDS = ["format", "accuracy"]
+
+
+# ---------------------------------------------------------------- data
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def policy_dataset(ds, audio: str, with_target: bool):
+    """Rows for TRL: ``prompt`` (conversation), ``images`` (frames [+ spectrogram]), ``solution``, ``dataset``,
+    and for SFT ``completion`` (the cold-start rationale as an assistant turn)."""
+    def row(ex):
+        out = {"prompt": [{"role": "user", "content": P.prompt_text(ex, audio)}],
+               "images": P.clip_images(ex, audio), "solution": ex["label"], "dataset": ex["dataset"],
+               "clip_id": ex["clip_id"]}
+        if with_target:
+            out["completion"] = [{"role": "assistant", "content": ex["rationale"]}]
+        return out
+
+    return ds.map(row, remove_columns=ds.column_names)
+
+
+def load_splits(cfg, run_dir: Path, dataset=None):
+    if dataset is not None:
+        return dataset
+    from erv_lab.data import ensure_dataset
+
+    return ensure_dataset(cfg, run_dir)
+
+
+# ---------------------------------------------------------------- logging helpers
+def _last_checkpoint(out: Path) -> str | None:
+    ckpts = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    return str(ckpts[-1]) if ckpts else None
+
+
+def write_log_history(history: list[dict], out: Path) -> None:
+    """``log_history.json`` and a CSV with the union of keys (one row per logging step)."""
+    (out / "log_history.json").write_text(json.dumps(history, indent=1))
+    keys = sorted({k for h in history for k in h})
+    with open(out / "log_history.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(history)
+
+
+def read_log_history(out: str | Path) -> list[dict]:
+    return json.loads((Path(out) / "log_history.json").read_text())
+
+
+def _peak_memory() -> dict:
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return {"peak_rss_mb": round(rss_mb, 1), "peak_gpu_mb": None if gpu is None else round(gpu, 1)}
+
+
+class HistoryCallback(TrainerCallback):
+    """Rewrites ``log_history.{json,csv}`` at every log; calls ``on_log_fn(history)`` (live plots)."""
+
+    def __init__(self, out: Path, on_log_fn: Callable | None = None):
+        self.out, self.on_log_fn = out, on_log_fn
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if state.is_world_process_zero:
+            write_log_history(state.log_history, self.out)
+            if self.on_log_fn is not None:
+                self.on_log_fn(state.log_history)
+
+
+class CrashAt(TrainerCallback):
+    """Raise at a given step: simulates an interruption (tests of resume)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step >= self.step:
+            raise KeyboardInterrupt(f"simulated interruption at step {state.global_step}")
+
+
+def _finish(trainer, out: Path, t0: float, steps0: int, extra: dict) -> dict:
+    steps = trainer.state.global_step - steps0
+    seconds = time.perf_counter() - t0
+    metrics = {"global_step": trainer.state.global_step, "steps_this_run": steps, "seconds": round(seconds, 1),
+               "seconds_per_step": round(seconds / max(steps, 1), 3), **_peak_memory(),
+               "device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads(),
+               **extra}
+    if trainer.accelerator.is_main_process:
+        write_log_history(trainer.state.log_history, out)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+# ---------------------------------------------------------------- cold-start SFT
+def build_initial_policy(cfg, train_ds, out: Path):
+    """Tokenizer + processor + model before SFT; for the tiny class, after the vision warm-up.
+
+    Saved to ``out/init`` so an interrupted SFT resumes with the very same tokenizer and start point.
+    """
+    init = out / "init"
+    pcfg = cfg.policy
+    if (init / "policy.json").exists():
+        return init, json.loads((init / "policy.json").read_text())
+    if pcfg.kind == "hub":  # the Hub id is the start point: pretrained, nothing to build or warm up
+        return pcfg.model_name, {"kind": "hub", "model_name": pcfg.model_name, "warmup": None}
+    corpus = list(train_ds["rationale"]) + list(train_ds["prosody"])
+    processor = P.build_processor(P.train_tokenizer(corpus), pcfg.image_size)
+    model = P.build_tiny_policy(pcfg, processor, seed=cfg.grpo.seed)
+    labels = vocabulary(train_ds[0]["dataset"])
+    warm = P.warmup_vision(model, processor, train_ds, labels, pcfg.vision_warmup_epochs, seed=cfg.grpo.seed,
+                          audio=pcfg.audio)
+    meta = {"kind": "tiny-llava", "image_size": pcfg.image_size, "warmup": warm,
+            "parameters": P.count_parameters(model)}
+    P.save_policy(model, processor, init, meta)
+    return init, meta
+
+
+def _trainable_policy(start, cfg):
+    """Model to train from ``start`` (a folder or Hub id): full, LoRA, or 4-bit NF4 + LoRA (QLoRA)."""
+    model = P.load_base(start, cfg.policy)
+    if cfg.policy.freeze_vision:  # keep the warmed-up (or pretrained) encoder; train projector + LM
+        for p in P.vision_tower(model)[0].parameters():
+            p.requires_grad_(False)
+    if cfg.policy.lora_r > 0:
+        model = P.with_lora(model, cfg.policy)
+    return model
+
+
+def save_merged(model, processor, start, path: Path, cfg, meta: dict) -> Path:
+    """Save a full model at ``path``. LoRA is merged; a 4-bit QLoRA adapter is merged into a
+    full-precision copy of its base (so GRPO can re-quantise it and use it as the KL reference)."""
+    if hasattr(model, "peft_config") and getattr(model, "is_loaded_in_4bit", False):
+        from peft import PeftModel
+
+        tmp = path.parent / (path.name + "-adapter")
+        model.save_pretrained(tmp)
+        base = P.load_base(start, None)
+        model = PeftModel.from_pretrained(base, tmp)
+    return P.save_policy(model, processor, path, meta)
+
+
+def sft_args(cfg, out: Path):
+    """``trl.SFTConfig`` from ``cfg.sft``: cosine schedule with warm-up, as in the paper's cold start."""
+    from trl import SFTConfig
+
+    s = cfg.sft
+    return SFTConfig(
+        output_dir=str(out), num_train_epochs=s.epochs, learning_rate=s.learning_rate,
+        per_device_train_batch_size=s.batch_size, lr_scheduler_type="cosine",
+        warmup_steps=s.warmup_ratio,  # transformers 5 folded warmup_ratio into warmup_steps: a float < 1 is a ratio
+        max_length=None,  # VLM rows are not truncated (image tokens must stay whole); rationales are short
+        logging_steps=max(1, min(10, cfg.grpo.logging_steps)), save_strategy="steps", save_steps=50,
+        save_total_limit=2, report_to="none", seed=cfg.grpo.seed, use_cpu=not torch.cuda.is_available(),
+        bf16=torch.cuda.is_available(), fp16=False, remove_unused_columns=False,
+        dataloader_num_workers=0, disable_tqdm=False)
+
+
+def ensure_sft(cfg, run_dir: str | Path, dataset=None, callbacks: Sequence = (), on_log: Callable | None = None,
+               force: bool = False, name: str = "sft") -> Path:
+    """Cold-start SFT on the train split's rationales -> ``run_dir/sft/final`` (reused when present).
+
+    Loss: next-token cross-entropy on the completion only (``<think>…</think>\\n<answer>…</answer>``).
+    """
+    from trl import SFTTrainer
+
+    out = Path(run_dir) / name
+    final = out / "final"
+    if (final / "policy.json").exists() and not force:
+        return final
+    out.mkdir(parents=True, exist_ok=True)
+    P.seed_everything(cfg.grpo.seed)
+    train_ds = load_splits(cfg, Path(run_dir), dataset)["train"]
+    start, meta = build_initial_policy(cfg, train_ds, out)
+    processor = P.load_processor(start) if meta["kind"] == "tiny-llava" else P.hub_processor(start)
+    model = _trainable_policy(start, cfg)
+    args = sft_args(cfg, out)
+    trainer = SFTTrainer(model=model, args=args, processing_class=processor,
+                         train_dataset=policy_dataset(train_ds, cfg.policy.audio, with_target=True),
+                         callbacks=[HistoryCallback(out, on_log), *callbacks])
+    resume = _last_checkpoint(out)
+    steps0 = int(resume.rsplit("-", 1)[1]) if resume else 0
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume)
+    metrics = _finish(trainer, out, t0, steps0, {"stage": "sft", "preset": cfg.preset})
+    if trainer.accelerator.is_main_process:
+        save_merged(trainer.model, processor, start, final, cfg, {**meta, "stage": "sft", "metrics": metrics})
+    return final
+
+
+# ---------------------------------------------------------------- GRPO
+def arm_rewards(cfg, arm: str, run_dir: str | Path | None = None, verifier=None):
+    """``(funcs, weights)`` for one arm.
+
+    erv: ``cfg.reward.rewards`` / ``cfg.reward.weights`` (format + accuracy + explanation in the paper).
+    baseline: format + accuracy (R1-Omni style); the ERV arm's other rewards are still *computed and logged*
+    with weight 0, so both arms' explanation curves can be compared, but they never reach the advantage.
+    """
+    import copy
+
+    from erv_lab.rewards import build_reward_funcs
+
+    if arm not in ARMS:
+        raise ValueError(f"unknown arm {arm!r}; valid: {', '.join(ARMS)}")
+    c = copy.deepcopy(cfg)
+    if verifier is None and any(n not in BASELINE_REWARDS for n in c.reward.rewards):
+        from erv_lab.verifier import ensure_verifier
+
+        verifier = ensure_verifier(cfg, Path(run_dir or f"runs/{cfg.preset}"))
+    funcs, weights = build_reward_funcs(c, verifier)
+    if arm == "baseline":
+        weights = [w if n in BASELINE_REWARDS else 0.0 for n, w in zip(c.reward.rewards, weights)]
+    return funcs, weights
+
+
+def group_advantages(rewards: Sequence[float], num_generations: int, eps: float = 1e-4) -> list[float]:
+    """The paper's advantage: within each group of G completions of one prompt, A = (r - mean) / (std + eps).
+
+    >>> [round(a, 3) for a in group_advantages([3, 1, 2, 2], 2)]  # std of (3, 1) is sqrt(2)
+    [0.707, -0.707, 0.0, 0.0]
+    """
+    r = torch.tensor(rewards, dtype=torch.float64).view(-1, num_generations)  # (prompts, G)
+    adv = (r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + eps)  # Bessel-corrected std, as TRL
+    return adv.flatten().tolist()
+
+
+def _make_grpo_trainer_class():
+    from trl import GRPOTrainer
+
+    class LoggingGRPOTrainer(GRPOTrainer):
+        """GRPOTrainer that appends the latest generation batch (completion, every reward part, advantage)
+        to ``completions.jsonl`` at each logging step: contiguous rows of G share a prompt."""
+
+        completions_path: Path | None = None
+        keep_per_log: int = 64
+
+        _meta: dict = {}
+
+        def _generate_and_score_completions(self, inputs):
+            from accelerate.utils import gather_object
+
+            self._meta = {k: gather_object([x.get(k) for x in inputs]) for k in ("solution", "clip_id")}
+            return super()._generate_and_score_completions(inputs)
+
+        def log(self, logs, start_time=None):
+            rows = []
+            if self.accelerator.is_main_process and "loss" in logs and self.completions_path is not None:
+                L = self._logs
+                n = len(L["completion"])
+                for i in range(max(0, n - self.keep_per_log), n):
+                    comp = L["completion"][i]
+                    text = comp[0]["content"] if isinstance(comp, list) else comp
+                    rows.append({"step": self.state.global_step, "index": i, "completion": text,
+                                 "advantage": float(L["advantages"][i]),
+                                 **{k: v[i - n] for k, v in self._meta.items() if len(v) >= n - i},
+                                 **{f"reward/{k}": float(v[i]) for k, v in L["rewards"].items()}})
+            super().log(logs, start_time)
+            if rows:
+                with open(self.completions_path, "a") as f:
+                    for r in rows:
+                        f.write(json.dumps(r) + "\n")
+
+    return LoggingGRPOTrainer
+
+
+def grpo_args(cfg, out: Path, **overrides):
+    """``trl.GRPOConfig`` from ``cfg.grpo``. Each optimisation step sees ``prompts_per_step`` prompts x G."""
+    from trl import GRPOConfig
+
+    g = cfg.grpo
+    per_device = max(g.num_generations, g.prompts_per_step * g.num_generations // _world_size())
+    kw = dict(
+        output_dir=str(out), max_steps=g.max_steps, num_train_epochs=g.num_train_epochs,
+        learning_rate=g.learning_rate, beta=g.beta, num_generations=g.num_generations,
+        per_device_train_batch_size=per_device, gradient_accumulation_steps=1, temperature=g.temperature,
+        max_completion_length=g.max_completion_length, seed=g.seed, data_seed=g.seed,
+        logging_steps=g.logging_steps, save_strategy="steps", save_steps=g.save_steps, save_total_limit=2,
+        report_to="none", use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(), fp16=False,
+        remove_unused_columns=False, lr_scheduler_type="constant_with_warmup",
+        warmup_steps=0, log_completions=False, dataloader_num_workers=0,
+        loss_type="dapo",  # TRL's default; token-level normalisation (the paper's GRPO is sequence-level)
+        reward_weights=None)
+    kw.update(overrides)
+    return GRPOConfig(**kw)
+
+
+def ensure_grpo(cfg, run_dir: str | Path, arm: str, dataset=None, reward_funcs: tuple | None = None,
+                callbacks: Sequence = (), on_log: Callable | None = None, force: bool = False,
+                name: str | None = None) -> Path:
+    """GRPO from the SFT model for one arm -> ``run_dir/<arm>/final`` (reused when present; resumes).
+
+    Objective (per prompt, G samples, advantage A_i = (r_i - mean r) / (std r + eps)):
+    maximise mean_t min(rho_t A_i, clip(rho_t, 1-eps, 1+eps) A_i) - beta KL(pi || pi_SFT).
+    The reference pi_SFT is the SFT model itself (full FT) or the adapter-disabled model (LoRA/QLoRA).
+    """
+    out = Path(run_dir) / (name or arm)
+    final = out / "final"
+    if (final / "policy.json").exists() and not force:
+        return final
+    out.mkdir(parents=True, exist_ok=True)
+    P.seed_everything(cfg.grpo.seed)
+    sft = ensure_sft(cfg, run_dir, dataset=dataset)
+    splits = load_splits(cfg, Path(run_dir), dataset)
+    funcs, weights = reward_funcs if reward_funcs is not None else arm_rewards(cfg, arm, run_dir)
+    processor = P.load_processor(sft)
+    model = _trainable_policy(sft, cfg)  # from a saved path: TRL rebuilds the beta>0 reference from it
+    args = grpo_args(cfg, out, reward_weights=list(weights))
+    Trainer = _make_grpo_trainer_class()
+    trainer = Trainer(model=model, reward_funcs=list(funcs), args=args, processing_class=processor,
+                      train_dataset=policy_dataset(splits["train"], cfg.policy.audio, with_target=False),
+                      callbacks=[HistoryCallback(out, on_log), *callbacks])
+    trainer.completions_path = out / "completions.jsonl"
+    resume = _last_checkpoint(out)
+    steps0 = int(resume.rsplit("-", 1)[1]) if resume else 0
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume)
+    metrics = _finish(trainer, out, t0, steps0, {"stage": "grpo", "arm": arm, "preset": cfg.preset,
+                                                 "rewards": [getattr(f, "__name__", str(f)) for f in funcs]})
+    if trainer.accelerator.is_main_process:
+        meta = json.loads((Path(sft) / "policy.json").read_text())
+        save_merged(trainer.model, processor, sft, final, cfg, {**meta, "stage": f"grpo-{arm}", "metrics": metrics})
+    trainer.accelerator.wait_for_everyone()
+    return final
+
+
+def quick_eval(model, processor, ds, audio: str, n: int | None = None, max_new_tokens: int = 96) -> dict:
+    """Greedy decoding on the first ``n`` rows of ``ds``: mean format and accuracy rewards (strict format)."""
+    from erv_lab.rewards import accuracy_reward, format_reward
+
+    rows = ds.select(range(min(n or len(ds), len(ds))))
+    outs = P.generate(model, processor, rows, temperature=0.0, max_new_tokens=max_new_tokens, audio=audio)
+    acc = accuracy_reward(outs, solution=rows["label"], dataset=rows["dataset"])
+    fmt = format_reward(outs, strict=True)
+    return {"n": len(outs), "accuracy": sum(acc) / len(acc), "format": sum(fmt) / len(fmt), "outputs": outs}
+
+
+def audio_ablation(cfg, run_dir: str | Path, dataset=None, n: int | None = None) -> dict:
+    """Greedy test accuracy of the SFT policy with the audio channel (``cfg.policy.audio``) vs without it
+    (a second SFT run with ``audio="none"`` in ``run_dir/sft-audio-none``; same data, seed and steps)."""
+    import copy
+
+    splits = load_splits(cfg, Path(run_dir), dataset)
+    out = {}
+    for audio, name in ((cfg.policy.audio, "sft"), ("none", "sft-audio-none")):
+        c = copy.deepcopy(cfg)
+        c.policy.audio = audio
+        model, processor = P.load_policy(ensure_sft(c, run_dir, dataset=dataset, name=name), c.policy)
+        res = quick_eval(model, processor, splits["test"], audio, n, cfg.eval.max_new_tokens)
+        out[audio] = {k: v for k, v in res.items() if k != "outputs"}
+    (Path(run_dir) / "audio_ablation.json").write_text(json.dumps(out, indent=2))
+    return out
+
+
+def read_completions(run_dir: str | Path, arm: str) -> list[dict]:
+    """Rows of ``run_dir/<arm>/completions.jsonl`` (``arm`` may also be a run name like ``erv-degenerate``)."""
+    path = Path(run_dir) / arm / "completions.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+# ---------------------------------------------------------------- views (notebooks 03 and 04)
+REWARD_KEYS = ("rewards/format/mean", "rewards/accuracy/mean", "rewards/explanation/mean")
+
+
+def think_text(completion: str) -> str:
+    from erv_lab.rewards import parse_completion
+
+    return parse_completion(completion)[0] or ""
+
+
+def goemotions_index(label: str, dataset: str = "dfew") -> int:
+    from erv_lab.labels import to_goemotions
+
+    return to_goemotions(label, dataset)
+
+
+def describe_completion(row: dict, verifier, cfg) -> str:
+    """One logged completion as text: reward parts, advantage, then each ``<think>`` sentence with its
+    verifier label set (top-2 above tau) and a mark for whether the ground truth is in it."""
+    from erv_lab.verifier import sentence_labels
+
+    parts = "  ".join(f"{k[7:]}={v:.2f}" for k, v in row.items() if k.startswith("reward/"))
+    head = f"[{row.get('solution', '?')}] {parts}  adv={row['advantage']:+.2f}\n  {row['completion'][:240]!r}"
+    k = goemotions_index(row["solution"]) if row.get("solution") else None
+    lines = [f"    {'✓' if k in s['labels'] else '✗'} {s['names']} {s['sentence'][:90]}" for s in
+             sentence_labels(verifier, think_text(row["completion"]), cfg.verifier.threshold, cfg.verifier.top_k)]
+    return "\n".join([head, *lines])
+
+
+def degenerate_config(cfg):
+    """The prototype's first, degenerate recipe: the paper's lazy format regex, no anti-stuffing guard,
+    no KL (beta 0) and lr 3e-4. Used to show reward hacking (notebook 04)."""
+    import copy
+
+    bad = copy.deepcopy(cfg)
+    bad.reward.strict_format, bad.reward.anti_stuffing = False, False
+    bad.grpo.beta, bad.grpo.learning_rate = 0.0, 3e-4
+    return bad
+
+
+def curve(history: list[dict], key: str) -> tuple[list[int], list[float]]:
+    pts = [(h["step"], h[key]) for h in history if key in h and h[key] is not None]
+    return [p[0] for p in pts], [float(p[1]) for p in pts]
+
+
+def plot_curves(histories: dict[str, list[dict]], keys: Sequence[str], fig=None):
+    """One panel per log key, one line per run (e.g. ``{"baseline": hist, "erv": hist}``)."""
+    import matplotlib.pyplot as plt
+
+    fig = fig or plt.figure(figsize=(4 * len(keys), 3))
+    fig.clf()
+    for i, key in enumerate(keys):
+        ax = fig.add_subplot(1, len(keys), i + 1)
+        for name, hist in histories.items():
+            ax.plot(*curve(hist, key), marker=".", label=name)
+        ax.set_title(key.replace("rewards/", "").replace("/mean", ""), fontsize=9)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def live_plot(keys: Sequence[str], name: str = "run") -> Callable:
+    """An ``on_log`` hook that redraws ``keys`` in the notebook at every logging step."""
+    import matplotlib.pyplot as plt
+    from IPython.display import clear_output, display
+
+    fig = plt.figure(figsize=(4 * len(keys), 3))
+    plt.close(fig)
+
+    def hook(history):
+        plot_curves({name: history}, [k for k in keys if any(k in h for h in history)] or keys[:1], fig)
+        clear_output(wait=True)
+        display(fig)
+
+    return hook
+
+
+def arm_histories(run_dir: str | Path) -> dict[str, list[dict]]:
+    return {arm: read_log_history(Path(run_dir) / arm) for arm in ARMS
+            if (Path(run_dir) / arm / "log_history.json").exists()}
+
+
+def first_last(history: list[dict], key: str, k: int = 3) -> tuple[float | None, float | None]:
+    """Mean of ``key`` over the first and the last ``k`` logging steps (a noise-robust before/after)."""
+    _, ys = curve(history, key)
+    if not ys:
+        return None, None
+    return sum(ys[:k]) / len(ys[:k]), sum(ys[-k:]) / len(ys[-k:])
+
+
+def completion_groups(run_dir: str | Path, arm: str, num_generations: int) -> list[list[dict]]:
+    """``completions.jsonl`` rows regrouped per prompt (G contiguous rows, same logging step)."""
+    rows = read_completions(run_dir, arm)
+    groups: list[list[dict]] = []
+    for r in rows:
+        if groups and len(groups[-1]) < num_generations and groups[-1][0]["step"] == r["step"]:
+            groups[-1].append(r)
+        else:
+            groups.append([r])
+    return groups
+
+
+# ---------------------------------------------------------------- CLI
+def _cfg(args: argparse.Namespace):
+    from erv_lab.config import load_config, run_dir
+
+    cfg = load_config(args.preset, args.overrides)
+    return cfg, run_dir(cfg, args.out)
+
+
+def cli_sft(args: argparse.Namespace) -> int:
+    cfg, rd = _cfg(args)
+    final = ensure_sft(cfg, rd)
+    print(json.dumps(json.loads((final / "policy.json").read_text()).get("metrics", {}), indent=2))
+    print(f"SFT model: {final}")
+    return 0
+
+
+def cli_grpo(args: argparse.Namespace) -> int:
+    cfg, rd = _cfg(args)
+    final = ensure_grpo(cfg, rd, args.arm)
+    if (final / "policy.json").exists():
+        print(json.dumps(json.loads((final / "policy.json").read_text()).get("metrics", {}), indent=2))
+    print(f"GRPO {args.arm} model: {final}")
+    return 0

@@ -1,0 +1,144 @@
+"""Cold-start SFT and GRPO on a fake clip set: smoke steps, logs, idempotence, resume, 2-process launch."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from erv_lab import train as T
+from erv_lab.config import load_config
+from erv_lab.rewards import accuracy_reward, format_reward
+from test_policy import fake_clips
+
+REPO = Path(__file__).resolve().parent.parent
+BASELINE = ([format_reward, accuracy_reward], [1.0, 1.0])
+
+
+def smoke_cfg(**grpo):
+    cfg = load_config("smoke")
+    for k, v in grpo.items():
+        setattr(cfg.grpo, k, v)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return {"train": fake_clips(n_per_class=2), "test": fake_clips(n_per_class=1, seed=1)}
+
+
+class StubVerifier:
+    def predict_proba(self, texts):
+        import numpy as np
+
+        return np.full((len(texts), 28), 0.05)
+
+
+def test_arms_differ_only_in_their_reward_weights():
+    cfg = load_config("smoke")
+    base, wb = T.arm_rewards(cfg, "baseline", verifier=StubVerifier())
+    erv, we = T.arm_rewards(cfg, "erv", verifier=StubVerifier())
+    names = lambda fs: [getattr(f, "__name__", "") for f in fs]  # noqa: E731
+    assert names(base) == names(erv) == ["format", "accuracy", "explanation"]
+    # baseline: the explanation reward is logged with weight 0, so it never reaches the advantage
+    assert wb == [1.0, 1.0, 0.0] and we == [1.0, 1.0, 1.0]
+    assert cfg.reward.rewards == ["format", "accuracy", "explanation"]  # the config was not mutated
+    with pytest.raises(ValueError, match="baseline, erv"):
+        T.arm_rewards(cfg, "nope")
+
+
+def test_group_advantage_matches_the_paper_formula():
+    # group (3, 1): mean 2, Bessel std sqrt(2) -> +-1/sqrt(2); group (2, 2): std 0 -> advantage 0
+    adv = T.group_advantages([3, 1, 2, 2], 2)
+    assert adv[0] == pytest.approx(2 ** -0.5, abs=1e-3) and adv[1] == pytest.approx(-(2 ** -0.5), abs=1e-3)
+    assert adv[2:] == [0.0, 0.0]
+
+
+def test_completion_groups_regroup_logged_rows_per_prompt(tmp_path):
+    (tmp_path / "erv").mkdir()
+    rows = [{"step": s, "completion": f"c{s}{i}", "advantage": 0.0} for s in (1, 2) for i in range(4)]
+    (tmp_path / "erv" / "completions.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    groups = T.completion_groups(tmp_path, "erv", 2)
+    assert [len(g) for g in groups] == [2, 2, 2, 2] and groups[2][0]["completion"] == "c20"
+
+
+def test_sft_uses_a_cosine_schedule_with_ratio_warmup(tmp_path):
+    args = load_config("smoke"), tmp_path
+    a = T.sft_args(*args)
+    assert a.lr_scheduler_type == "cosine" and a.warmup_steps == pytest.approx(0.03)
+    assert a.get_warmup_steps(100) == 3  # 3 % of 100 steps
+
+
+def test_grpo_batch_holds_prompts_per_step_groups_of_g(tmp_path):
+    cfg = smoke_cfg(num_generations=4, prompts_per_step=3, beta=0.04)
+    args = T.grpo_args(cfg, tmp_path)
+    assert args.per_device_train_batch_size == 12 and args.num_generations == 4
+    assert args.generation_batch_size % args.num_generations == 0
+    assert args.beta == 0.04 and args.use_cpu
+
+
+@pytest.mark.slow
+def test_sft_then_grpo_smoke_writes_logs_and_is_idempotent(splits, tmp_path):
+    cfg = smoke_cfg(max_steps=2, logging_steps=1)
+    sft = T.ensure_sft(cfg, tmp_path, dataset=splits)
+    meta = json.loads((sft / "policy.json").read_text())
+    assert meta["stage"] == "sft" and meta["metrics"]["global_step"] > 0
+    assert (tmp_path / "sft" / "log_history.csv").exists()
+    final = T.ensure_grpo(cfg, tmp_path, "baseline", dataset=splits, reward_funcs=BASELINE)
+    hist = T.read_log_history(tmp_path / "baseline")
+    logged = [h for h in hist if "loss" in h]
+    assert len(logged) == 2
+    for key in ("rewards/format_reward/mean", "rewards/accuracy_reward/mean", "frac_reward_zero_std", "kl",
+                "completions/mean_length", "completions/clipped_ratio"):
+        assert key in logged[-1], key
+    rows = T.read_completions(tmp_path, "baseline")
+    assert rows and {"completion", "advantage", "reward/format_reward", "reward/accuracy_reward"} <= set(rows[0])
+    metrics = json.loads((tmp_path / "baseline" / "metrics.json").read_text())
+    assert metrics["global_step"] == 2 and metrics["seconds_per_step"] > 0 and metrics["peak_rss_mb"] > 0
+    mtime = (final / "policy.json").stat().st_mtime
+    assert T.ensure_grpo(cfg, tmp_path, "baseline", dataset=splits, reward_funcs=BASELINE) == final
+    assert (final / "policy.json").stat().st_mtime == mtime  # reused, not retrained
+
+
+@pytest.mark.slow
+def test_grpo_resumes_after_interruption_with_same_final_step(splits, tmp_path):
+    cfg = smoke_cfg(max_steps=4, save_steps=1, logging_steps=1)
+    T.ensure_sft(cfg, tmp_path, dataset=splits)
+    with pytest.raises(KeyboardInterrupt):
+        T.ensure_grpo(cfg, tmp_path, "baseline", dataset=splits, reward_funcs=BASELINE, callbacks=[T.CrashAt(3)])
+    assert not (tmp_path / "baseline" / "final").exists()
+    assert T._last_checkpoint(tmp_path / "baseline").endswith("checkpoint-2")
+    final = T.ensure_grpo(cfg, tmp_path, "baseline", dataset=splits, reward_funcs=BASELINE)
+    metrics = json.loads((final / "policy.json").read_text())["metrics"]
+    assert metrics["global_step"] == 4 and metrics["steps_this_run"] == 2
+
+
+LAUNCHED = """
+import sys
+sys.path.insert(0, {tests!r})
+from erv_lab import train as T
+from erv_lab.config import load_config
+from erv_lab.rewards import accuracy_reward, format_reward
+from test_policy import fake_clips
+cfg = load_config("smoke")
+cfg.grpo.max_steps, cfg.grpo.num_generations, cfg.grpo.prompts_per_step = 2, 2, 2
+splits = {{"train": fake_clips(n_per_class=2), "test": fake_clips(n_per_class=1, seed=1)}}
+T.ensure_grpo(cfg, {run!r}, "baseline", dataset=splits, reward_funcs=([format_reward, accuracy_reward], [1.0, 1.0]))
+"""
+
+
+@pytest.mark.slow
+def test_grpo_runs_under_accelerate_launch_with_two_cpu_processes(splits, tmp_path):
+    cfg = smoke_cfg()
+    T.ensure_sft(cfg, tmp_path, dataset=splits)  # single process first, as a course would
+    script = tmp_path / "launched.py"
+    script.write_text(LAUNCHED.format(tests=str(REPO / "tests"), run=str(tmp_path)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                           str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "baseline" / "metrics.json").read_text())
+    assert metrics["global_step"] == 2
+    assert (tmp_path / "baseline" / "final" / "policy.json").exists()
