@@ -16,11 +16,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-INSTRUCTION = (
-    "As an emotional recognition expert; throughout the video, which emotion conveyed by the characters is "
-    "the most obvious to you? Output the thinking process in <think> </think> and final emotion in "
-    "<answer> </answer> tags."
-)
+from erv_lab.data import INSTRUCTION  # noqa: E402  the paper's instruction, defined once (data -> policy)
+
 IMAGE_TOKEN = "<image>"
 SPECIALS = ["<|pad|>", "<|im_start|>", "<|im_end|>", IMAGE_TOKEN]
 TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]  # ordinary tokens: decoding keeps them
