@@ -13,7 +13,7 @@ import re
 from typing import Any, Sequence
 
 from erv_lab.labels import GOEMOTIONS, split_sentences, to_goemotions, vocabulary
-from erv_lab.rewards import _EMOTION_WORDS as EMOTION_WORDS  # one list, shared with the anti-stuffing guard
+from erv_lab.rewards import EMOTION_WORDS  # one list, shared with the anti-stuffing guard
 from erv_lab.rewards import ExplanationReward, parse_completion, stuffing_reason
 
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?", re.UNICODE)

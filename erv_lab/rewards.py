@@ -146,7 +146,7 @@ def accuracy_reward(completions: Sequence[Any], solution: Sequence[Any], dataset
 
 # --------------------------------------------------------------------------- anti-stuffing guard
 # Words that make a sentence a "bare list of emotion words" (deviation; see docs/REWARDS.md).
-_EMOTION_WORDS = frozenset(
+EMOTION_WORDS = frozenset(
     set(GOEMOTIONS)
     | {w for vocab in VOCABULARIES.values() for w in vocab}
     | {
@@ -177,7 +177,7 @@ def stuffing_reason(sentence: str, earlier: Sequence[str] = ()) -> str | None:
     key = " ".join(words)
     if any(key == " ".join(w.lower() for w in _WORD.findall(e)) for e in earlier):
         return "repeat"
-    if all(w in _EMOTION_WORDS or w in _FILLER for w in words):
+    if all(w in EMOTION_WORDS or w in _FILLER for w in words):
         return "keywords"
     if len(words) >= 4 and max(words.count(w) for w in set(words)) * 2 >= len(words):
         return "repetition"

@@ -24,7 +24,7 @@ import torch
 from transformers import TrainerCallback
 
 from erv_lab import policy as P
-from erv_lab.labels import vocabulary
+from erv_lab.labels import to_goemotions, vocabulary
 
 ARMS = ("baseline", "erv")
 BASELINE_REWARDS = ["format", "accuracy"]
@@ -395,12 +395,6 @@ def think_text(completion: str) -> str:
     return parse_completion(completion)[0] or ""
 
 
-def goemotions_index(label: str, dataset: str = "dfew") -> int:
-    from erv_lab.labels import to_goemotions
-
-    return to_goemotions(label, dataset)
-
-
 def describe_completion(row: dict, verifier, cfg) -> str:
     """One logged completion as text: reward parts, advantage, then each ``<think>`` sentence with its
     verifier label set (top-2 above tau) and a mark for whether the ground truth is in it."""
@@ -408,7 +402,7 @@ def describe_completion(row: dict, verifier, cfg) -> str:
 
     parts = "  ".join(f"{k[7:]}={v:.2f}" for k, v in row.items() if k.startswith("reward/"))
     head = f"[{row.get('solution', '?')}] {parts}  adv={row['advantage']:+.2f}\n  {row['completion'][:240]!r}"
-    k = goemotions_index(row["solution"]) if row.get("solution") else None
+    k = to_goemotions(row["solution"]) if row.get("solution") else None
     lines = [f"    {'✓' if k in s['labels'] else '✗'} {s['names']} {s['sentence'][:90]}" for s in
              sentence_labels(verifier, think_text(row["completion"]), cfg.verifier.threshold, cfg.verifier.top_k)]
     return "\n".join([head, *lines])
