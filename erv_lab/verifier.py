@@ -44,6 +44,22 @@ WORD_PARAMS = dict(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, lower
 CHAR_PARAMS = dict(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, lowercase=True)
 
 
+def _fit_label(X, y: np.ndarray, sample_weight, C: float, pos_weight_power: float):
+    """One label's liblinear logistic regression (see ``TfidfVerifier.fit``); module level so that joblib
+    can run it in worker processes."""
+    from sklearn.linear_model import LogisticRegression
+
+    if y.min() == y.max():  # label absent (tiny subsets): constant prior
+        return np.zeros(X.shape[1]), -10.0 if y[0] == 0 else 10.0
+    # dual: F > N here, and it was 4-5x faster than the primal solver (model card)
+    pos = float(y.sum())
+    weight = {0: 1.0, 1: ((len(y) - pos) / pos) ** pos_weight_power}
+    lr = LogisticRegression(C=C, solver="liblinear", dual=True, max_iter=500, class_weight=weight,
+                            random_state=0)
+    lr.fit(X, y, sample_weight=sample_weight)
+    return lr.coef_[0], float(lr.intercept_[0])
+
+
 class TfidfVerifier:
     """p(c | s) = sigmoid(w_c . [tfidf_word(s); tfidf_char(s)] + b_c), one logistic regression per label.
 
@@ -82,38 +98,28 @@ class TfidfVerifier:
             pos_weight_power: float = 0.5, n_jobs: int = 2, progress: bool | None = True,
             info: dict | None = None) -> "TfidfVerifier":
         """Fit both vectorizers on ``texts`` and 28 liblinear logistic regressions, L2, minimising
-        ``0.5 ||w||^2 + C sum_i s_i log(1 + exp(-y_i (w.x_i + b)))`` with sample weights s_i (threads:
-        liblinear releases the GIL). Positives of label c are up-weighted by (N_neg / N_pos)^pos_weight_power
+        ``0.5 ||w||^2 + C sum_i s_i log(1 + exp(-y_i (w.x_i + b)))`` with sample weights s_i (one
+        process per job). Positives of label c are up-weighted by (N_neg / N_pos)^pos_weight_power
         so that rare labels' probabilities reach a shared global threshold. ``C = 4`` and the power 0.5 were
         chosen on GoEmotions dev (model card)."""
         from joblib import Parallel, delayed
         from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
 
         from scipy import sparse
 
         vecs = [TfidfVectorizer(min_df=2, **WORD_PARAMS), TfidfVectorizer(min_df=3, **CHAR_PARAMS)]
         X = sparse.hstack([v.fit_transform(list(texts)) for v in vecs], format="csr")  # (N, F)
+        X.sum_duplicates()  # canonical now: workers get a read-only memmap and cannot sort it in place
         model = cls(vecs, np.zeros((N_LABELS, 0)), np.zeros(N_LABELS), info)
         Y = np.asarray(Y)
 
-        def one(c: int):
-            if Y[:, c].min() == Y[:, c].max():  # label absent (tiny subsets): constant prior
-                return np.zeros(X.shape[1]), -10.0 if Y[0, c] == 0 else 10.0
-            # dual: F > N here, and it was 4-5x faster than the primal solver (model card)
-            pos = float(Y[:, c].sum())
-            weight = {0: 1.0, 1: ((len(Y) - pos) / pos) ** pos_weight_power}
-            lr = LogisticRegression(C=C, solver="liblinear", dual=True, max_iter=500, class_weight=weight,
-                                    random_state=0)
-            lr.fit(X, Y[:, c], sample_weight=sample_weight)
-            return lr.coef_[0], float(lr.intercept_[0])
-
+        jobs = (delayed(_fit_label)(X, Y[:, c], sample_weight, C, pos_weight_power) for c in range(N_LABELS))
+        # processes, not threads: liblinear is not thread-safe (a threaded fit killed a CI kernel)
         with _bar(N_LABELS, "verifier: 28 logistic regressions", progress, unit="label") as bar:
             res = []
-            for start in range(0, N_LABELS, n_jobs):
-                res += Parallel(n_jobs=n_jobs, prefer="threads")(
-                    delayed(one)(c) for c in range(start, min(start + n_jobs, N_LABELS)))
-                bar.update(len(res) - bar.n)
+            for r in Parallel(n_jobs=n_jobs, return_as="generator")(jobs):
+                res.append(r)
+                bar.update(1)
         model.coef = np.stack([r[0] for r in res]).astype(np.float32)
         model.intercept = np.array([r[1] for r in res], dtype=np.float32)
         model.info.update(C=C, pos_weight_power=pos_weight_power, n_features=int(X.shape[1]), n_train=len(texts))

@@ -32,17 +32,18 @@ class FakeServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with server.lock:
                     server.requests.append({"body": body, "auth": self.headers.get("Authorization")})
-                    server.active += 1
-                    server.max_active = max(server.max_active, server.active)
-                try:
-                    self._answer(server._behaviour(body["messages"][0]["content"]))
-                finally:
-                    with server.lock:
-                        server.active -= 1
+                self._answer(server._behaviour(body["messages"][0]["content"]))
 
             def _answer(self, b):
                 if isinstance(b, tuple) and b[0] == "sleep":
+                    # in flight = sleeping; counted down *before* replying, so that a client's next request
+                    # cannot overlap this handler's bookkeeping
+                    with server.lock:
+                        server.active += 1
+                        server.max_active = max(server.max_active, server.active)
                     time.sleep(b[1])
+                    with server.lock:
+                        server.active -= 1
                     b = b[2]
                 if isinstance(b, tuple) and b[0] == "status":
                     self.send_response(b[1]); self.end_headers(); return

@@ -96,6 +96,16 @@ def test_adapted_verifier_recognises_held_out_rationale_sentences(small):
     assert res["n"] == len(held) and res["accuracy"] > 0.8, res  # chance is far lower (~1/12 labels)
 
 
+def test_fit_is_deterministic_in_worker_processes(small):
+    """The 28 fits run in worker processes (liblinear is not thread-safe): refitting gives the same model."""
+    model, _ = small
+    train, _ = V.rationale_split(n_per_layout=500, seed=3)
+    texts, Y, w = V.training_set(400, train[:400], seed=0)
+    again = V.TfidfVerifier.fit(texts, Y, w, n_jobs=2, progress=False)
+    np.testing.assert_array_equal(again.coef, model.coef)
+    np.testing.assert_array_equal(again.intercept, model.intercept)
+
+
 def test_saved_verifier_reloads_identically_without_pickle(small, tmp_path):
     model, held = small
     model.save(tmp_path / "v")
