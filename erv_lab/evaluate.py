@@ -239,6 +239,7 @@ def evaluate_models(generators: dict[str, tuple[GenerateFn, str]], examples: Seq
                                 for ex in examples}
     seconds = {"decode": 0.0, "judge_and_score": 0.0}
     for proto in protocols(cfg):
+        kept = {}
         for arm, (gen, fp) in generators.items():
             t0 = time.perf_counter()
             comps = decode_cached(gen, examples, run_dir / "eval_cache" / f"{arm}_{proto.name}.jsonl",
@@ -247,6 +248,7 @@ def evaluate_models(generators: dict[str, tuple[GenerateFn, str]], examples: Seq
                                   desc=f"{arm} {proto.name}")
             t1 = time.perf_counter()
             judged = [judge_texts(judge, [parse_completion(c)[0] or "" for c in cs], dataset) for cs in comps]
+            kept[arm] = (comps, judged)
             scores = score_decodes(comps, labels, judge, dataset, cfg.eval.bootstrap, cfg.data.seed, judged)
             for ex, rec in zip(examples, clip_records(comps[0], examples, judged[0], verifier, cfg)):
                 records[ex["clip_id"]]["arms"].setdefault(arm, {})[proto.name] = rec
@@ -263,6 +265,10 @@ def evaluate_models(generators: dict[str, tuple[GenerateFn, str]], examples: Seq
                 results.setdefault(proto.name, {})[arm] = scores
             seconds["decode"] += t1 - t0
             seconds["judge_and_score"] += time.perf_counter() - t1
+        if "erv" in kept and "baseline" in kept:
+            diff = paired_difference(kept["erv"], kept["baseline"], labels, dataset, cfg.eval.bootstrap,
+                                     cfg.data.seed)
+            results.setdefault("erv_minus_baseline", {})[proto.name] = diff
     results["protocol"] = {
         "dataset": dataset, "fold": cfg.data.fold, "source": cfg.data.source, "n_clips": len(examples),
         "decoding": {p.name: p.describe() for p in protocols(cfg)}, "headline": "sample",
@@ -273,6 +279,30 @@ def evaluate_models(generators: dict[str, tuple[GenerateFn, str]], examples: Seq
     (run_dir / "eval").mkdir(parents=True, exist_ok=True)
     (run_dir / "eval" / "records.json").write_text(json.dumps(_clean(list(records.values())), indent=1))
     return results
+
+
+def paired_difference(a: tuple, b: tuple, labels: Sequence[str], dataset: str = "dfew", n_boot: int = 1000,
+                      seed: int = 0) -> dict:
+    """Arm a minus arm b on the same clips, with a *paired* 95 % bootstrap interval (clips resampled once
+    for both arms, so the clip-to-clip variation they share cancels). ``a`` and ``b`` are ``(completions,
+    judged)`` as in ``score_decodes``. Returns ``{metric: {"value", "low", "high"}}`` for ``CI_KEYS``."""
+    S, N = len(a[0]), len(labels)
+
+    def per_clip(comps, judged):
+        preds = [[parse_completion(comps[s][i])[1] for s in range(S)] for i in range(N)]
+        return preds, [[judged[s][i] for s in range(S)] for i in range(N)]
+
+    pa, ja = per_clip(*a)
+    pb, jb = per_clip(*b)
+    truth = [[labels[i]] * S for i in range(N)]
+
+    def diff(pa, ja, pb, jb, truth, dataset):
+        ma, mb = _pooled(_both)(pa, ja, truth, dataset=dataset), _pooled(_both)(pb, jb, truth, dataset=dataset)
+        return {k: ma[k] - mb[k] for k in CI_KEYS if ma[k] is not None and mb[k] is not None
+                and not (isinstance(ma[k], float) and math.isnan(ma[k]))}
+
+    ci = bootstrap_ci(diff, pa, ja, pb, jb, truth, n_resamples=n_boot, seed=seed, dataset=dataset)
+    return {k: ci[k] for k in CI_KEYS if k in ci}
 
 
 def _agreement(a: Sequence[Sequence[str | None]], b: Sequence[Sequence[str | None]], dataset: str) -> dict:

@@ -131,6 +131,12 @@ def render_markdown(results: dict) -> str:
              for k in ("EEA", "EPC", "UAR") if results["erv"].get(k) is not None
              and results["baseline"].get(k) is not None}
         lines += ["ERV minus baseline (headline): " + ", ".join(f"{k} {100 * v:+.1f} points" for k, v in d.items()), ""]
+        paired = results.get("erv_minus_baseline", {})
+        for proto, diff in paired.items():
+            lines += [f"ERV minus baseline with a paired 95 % bootstrap interval ({proto}; the same clips resampled "
+                      "for both arms): " + ", ".join(
+                          f"{k} {100 * diff[k]['value']:+.1f} [{100 * diff[k]['low']:+.1f}, {100 * diff[k]['high']:+.1f}]"
+                          for k in ("EEA", "EPC", "FCR", "UAR") if k in diff), ""]
     t = results.get("timings", {})
     if t:
         lines += [f"Compute: {sum(t.values()):.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in t.items()) + ")", ""]
@@ -148,7 +154,12 @@ def goal_check(results: dict, protocol: str = "sample") -> dict:
     ok = {"EEA": d["EEA"] is not None and d["EEA"] >= 15, "EPC": d["EPC"] is not None and d["EPC"] >= 15,
           "UAR": d["UAR"] is not None and abs(d["UAR"]) <= 3}
     overlap = e["ci"]["EEA"][0] <= b["ci"]["EEA"][1] and b["ci"]["EEA"][0] <= e["ci"]["EEA"][1]
-    return {"delta_points": d, "holds": ok, "goal_met": all(ok.values()), "EEA_intervals_overlap": overlap}
+    out = {"delta_points": d, "holds": ok, "goal_met": all(ok.values()), "EEA_intervals_overlap": overlap}
+    paired = results.get("erv_minus_baseline", {}).get(protocol)
+    if paired:  # the paired interval of the difference: does it exclude 0?
+        out["paired_ci_points"] = {k: [round(100 * v["low"], 1), round(100 * v["high"], 1)] for k, v in paired.items()}
+        out["excludes_zero"] = {k: v["low"] > 0 or v["high"] < 0 for k, v in paired.items()}
+    return out
 
 
 def read_records(run_dir: str | Path) -> list[dict]:

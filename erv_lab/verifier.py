@@ -113,8 +113,8 @@ class TfidfVerifier:
         model = cls(vecs, np.zeros((N_LABELS, 0)), np.zeros(N_LABELS), info)
         Y = np.asarray(Y)
 
-        jobs = (delayed(_fit_label)(X, Y[:, c], sample_weight, C, pos_weight_power) for c in range(N_LABELS))
         # processes, not threads: liblinear is not thread-safe (a threaded fit killed a CI kernel)
+        jobs = (delayed(_fit_label)(X, Y[:, c], sample_weight, C, pos_weight_power) for c in range(N_LABELS))
         with _bar(N_LABELS, "verifier: 28 logistic regressions", progress, unit="label") as bar:
             res = []
             for r in Parallel(n_jobs=n_jobs, return_as="generator")(jobs):

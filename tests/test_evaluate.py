@@ -244,6 +244,20 @@ def test_shipped_reference_run_matches_the_result_schema():
 
 
 
+def test_shipped_reference_run_shows_the_erv_arm_pulling_ahead_in_training():
+    """Issue 6's acceptance on the shipped cpu-tiny run: over the last logged steps the ERV arm's explanation
+    reward is clearly above the baseline arm's, and its accuracy reward is not lower."""
+    from erv_lab.train import first_last, read_log_history
+
+    ref = REPO_ROOT / "reference_run"
+    if not (ref / "erv" / "log_history.json").exists():
+        pytest.skip("reference_run not produced yet: run `make course` (cpu-tiny) to create it")
+    erv, base = read_log_history(ref / "erv"), read_log_history(ref / "baseline")
+    gap = first_last(erv, "rewards/explanation/mean")[1] - first_last(base, "rewards/explanation/mean")[1]
+    assert gap >= 0.05, gap
+    assert first_last(erv, "rewards/accuracy/mean")[1] >= first_last(base, "rewards/accuracy/mean")[1] - 0.02
+
+
 def test_goal_check_reports_the_papers_claim(tmp_path, cfg):
     results = E.evaluate_models(fake_generators(), make_examples(), FakeJudge(), cfg, tmp_path)
     g = R.goal_check(results)
@@ -252,6 +266,30 @@ def test_goal_check_reports_the_papers_claim(tmp_path, cfg):
     assert g["goal_met"] and g["holds"] == {"EEA": True, "EPC": True, "UAR": True}
     assert R.goal_check(results, "greedy")["goal_met"] is False  # greedy hides the random drift
     assert len(R.read_records(tmp_path)) == 6
+
+
+def test_paired_difference_is_the_difference_of_the_arms_with_an_interval_around_it(tmp_path, cfg):
+    results = E.evaluate_models(fake_generators(), make_examples(), FakeJudge(), cfg, tmp_path)
+    diff = results["erv_minus_baseline"]["sample"]
+    for k in ("EEA", "EPC", "UAR"):
+        assert diff[k]["value"] == pytest.approx(results["erv"][k] - results["baseline"][k])
+        assert diff[k]["low"] <= diff[k]["value"] <= diff[k]["high"]
+    assert diff["UAR"]["low"] == diff["UAR"]["high"] == 0  # both arms answer every clip right
+    assert diff["EEA"]["low"] > 0  # ERV's explanation is right on every clip, the baseline's on half
+    g = R.goal_check(results)
+    assert g["excludes_zero"]["EEA"] and not g["excludes_zero"]["UAR"]
+    assert "paired 95 % bootstrap" in R.render_markdown(results)
+
+
+def test_paired_difference_by_hand():
+    labels = ["happy", "sad"]
+    think = lambda e: f"<think>It looks {e}.</think><answer>{e}</answer>"  # noqa: E731
+    a = ([[think("happy"), think("sad")]], [["happy", "sad"]])   # right on both clips
+    b = ([[think("happy"), think("happy")]], [["happy", "happy"]])  # right on clip 0 only
+    d = E.paired_difference(a, b, labels, n_boot=200)
+    assert d["EEA"]["value"] == pytest.approx(0.5) and d["UAR"]["value"] == pytest.approx(0.5)
+    # every resample's difference is 0 (two clip-0s), 0.5 or 1 (two clip-1s)
+    assert 0 <= d["EEA"]["low"] <= 0.5 <= d["EEA"]["high"] <= 1
 
 
 def test_cli_evaluate_writes_and_prints_the_table(tmp_path, cfg, monkeypatch, capsys):

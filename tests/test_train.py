@@ -101,6 +101,41 @@ def test_sft_then_grpo_smoke_writes_logs_and_is_idempotent(splits, tmp_path):
     assert (final / "policy.json").stat().st_mtime == mtime  # reused, not retrained
 
 
+def test_check_stage_moves_a_folder_made_with_other_settings_aside(tmp_path):
+    out = tmp_path / "sft"
+    T.check_stage(out, {"a": 1})  # nothing there yet: nothing to do
+    (out / "final").mkdir(parents=True)
+    (out / "settings.json").write_text(json.dumps({"a": 1, "b": {"c": 2}}))
+    T.check_stage(out, {"a": 1, "b": {"c": 2}})
+    assert (out / "final").exists()  # same settings: kept
+    with pytest.warns(UserWarning, match=r"b\.c: 2 -> 3"):
+        T.check_stage(out, {"a": 1, "b": {"c": 3}})
+    assert not out.exists() and (tmp_path / "sft.stale" / "final").exists()
+    (out / "final").mkdir(parents=True)  # an older erv-lab wrote no settings.json
+    with pytest.warns(UserWarning, match="no settings.json"):
+        T.check_stage(out, {"a": 1})
+    assert not out.exists() and not (tmp_path / "sft.stale" / "settings.json").exists()
+
+
+@pytest.mark.slow
+def test_changed_settings_retrain_instead_of_reusing_a_stale_model(splits, tmp_path):
+    cfg = smoke_cfg(max_steps=1, logging_steps=1)
+    T.ensure_sft(cfg, tmp_path, dataset=splits)
+    final = T.ensure_grpo(cfg, tmp_path, "baseline", dataset=splits, reward_funcs=BASELINE)
+    mtime = (final / "policy.json").stat().st_mtime
+    cfg.grpo.logging_steps = 5  # logging only: the same model
+    assert T.ensure_grpo(cfg, tmp_path, "baseline", dataset=splits, reward_funcs=BASELINE) == final
+    assert (final / "policy.json").stat().st_mtime == mtime
+    cfg.sft.learning_rate *= 2
+    with pytest.warns(UserWarning, match=r"sft\.learning_rate"):
+        T.ensure_sft(cfg, tmp_path, dataset=splits)
+    assert (tmp_path / "sft.stale" / "final" / "policy.json").exists()
+    with pytest.warns(UserWarning, match=r"sft\.sft\.learning_rate"):  # the arm was trained from the old SFT
+        T.ensure_grpo(cfg, tmp_path, "baseline", dataset=splits, reward_funcs=BASELINE)
+    saved = json.loads((tmp_path / "baseline" / "settings.json").read_text())
+    assert saved == T.stage_settings(cfg, "grpo", "baseline")
+
+
 @pytest.mark.slow
 def test_grpo_resumes_after_interruption_with_same_final_step(splits, tmp_path):
     cfg = smoke_cfg(max_steps=4, save_steps=1, logging_steps=1)
@@ -142,3 +177,19 @@ def test_grpo_runs_under_accelerate_launch_with_two_cpu_processes(splits, tmp_pa
     metrics = json.loads((tmp_path / "baseline" / "metrics.json").read_text())
     assert metrics["global_step"] == 2
     assert (tmp_path / "baseline" / "final" / "policy.json").exists()
+
+
+def test_run_arms_trains_both_arms_side_by_side_in_worker_processes(splits, tmp_path):
+    cfg = smoke_cfg(max_steps=2, logging_steps=1, save_steps=2)
+    cfg.reward.rewards, cfg.reward.weights = ["format", "accuracy"], [1.0, 1.0]  # no verifier: wiring only
+    seen = []
+    finals = T.run_arms(cfg, tmp_path, parallel=True, on_log=lambda h: seen.append({a: len(x) for a, x in h.items()}),
+                        poll_seconds=0.2, dataset=splits)
+    assert set(finals) == {"baseline", "erv"}
+    for arm, final in finals.items():
+        assert (final / "policy.json").exists() and final.parent.name == arm
+        assert json.loads((final.parent / "metrics.json").read_text())["global_step"] == 2
+        assert (final.parent / "train.log").stat().st_size > 0  # the worker's output went to its log
+    assert seen and set(seen[-1]) == {"baseline", "erv"}
+    # idempotent: a second call reuses both finals without training
+    assert T.run_arms(cfg, tmp_path, parallel=True, dataset=splits) == finals
