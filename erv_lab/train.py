@@ -583,14 +583,15 @@ def plot_curves(histories: dict[str, list[dict]], keys: Sequence[str], fig=None)
 def live_plot(keys: Sequence[str], name: str = "run", min_seconds: float = 10.0) -> Callable:
     """An ``on_log`` hook that redraws ``keys`` in the notebook at a logging step, at most once every
     ``min_seconds`` (a redraw costs about half a second of training). It takes one run's history
-    (``ensure_grpo``) or ``{name: history}`` for several runs side by side (``run_arms``). Plot the final
+    (``ensure_grpo``) or ``{name: history}`` for several runs side by side (``run_arms``). The figure is
+    updated in place (a display handle), so progress bars in the same cell stay visible. Plot the final
     curves with ``plot_curves`` after training."""
     import matplotlib.pyplot as plt
-    from IPython.display import clear_output, display
+    from IPython.display import display
 
     fig = plt.figure(figsize=(4 * len(keys), 3))
     plt.close(fig)
-    last = [-float("inf")]
+    last, handle = [-float("inf")], [None]
 
     def hook(history):
         if time.monotonic() - last[0] < min_seconds:
@@ -598,8 +599,10 @@ def live_plot(keys: Sequence[str], name: str = "run", min_seconds: float = 10.0)
         runs = history if isinstance(history, dict) else {name: history}
         present = [k for k in keys if any(k in r for h in runs.values() for r in h)]
         plot_curves(runs, present or keys[:1], fig)
-        clear_output(wait=True)
-        display(fig)
+        if handle[0] is None:
+            handle[0] = display(fig, display_id=True)
+        else:
+            handle[0].update(fig)
         last[0] = time.monotonic()
 
     return hook

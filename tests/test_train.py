@@ -193,3 +193,29 @@ def test_run_arms_trains_both_arms_side_by_side_in_worker_processes(splits, tmp_
     assert seen and set(seen[-1]) == {"baseline", "erv"}
     # idempotent: a second call reuses both finals without training
     assert T.run_arms(cfg, tmp_path, parallel=True, dataset=splits) == finals
+
+
+def test_live_plot_updates_one_figure_in_place_and_throttles(monkeypatch):
+    import IPython.display
+
+    calls = []
+
+    class Handle:
+        def update(self, fig):
+            calls.append("update")
+
+    def fake_display(obj, display_id=False):
+        calls.append("display")
+        assert display_id is True  # a handle, not clear_output: progress bars in the cell survive
+        return Handle()
+
+    monkeypatch.setattr(IPython.display, "display", fake_display)
+    hist = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}]
+    hook = T.live_plot(["loss", "kl"], "sft", min_seconds=3600)
+    hook(hist)
+    hook(hist)  # within min_seconds: skipped
+    assert calls == ["display"]
+    hook = T.live_plot(["loss"], min_seconds=0)
+    hook({"baseline": hist, "erv": hist})
+    hook({"baseline": hist, "erv": hist})
+    assert calls == ["display", "display", "update"]
