@@ -462,6 +462,13 @@ def run_arms(cfg, run_dir: str | Path, arms: Sequence[str] = ARMS, parallel: boo
             hook = None if on_log is None else (lambda h, arm=arm: on_log({**arm_histories(run_dir), arm: h}))
             finals[arm] = ensure_grpo(cfg, run_dir, arm, dataset=dataset, on_log=hook)
         return finals
+    done = {arm: run_dir / arm / "final" for arm in arms
+            if (run_dir / arm / "final" / "policy.json").exists()
+            and _settings_match(run_dir / arm, stage_settings(cfg, "grpo", arm))}
+    if len(done) == len(arms):  # nothing to train: no worker processes to start
+        if on_log is not None:
+            on_log(arm_histories(run_dir))
+        return done
     ensure_sft(cfg, run_dir, dataset=dataset)  # shared by the arms: never trained twice in parallel
     if any(n not in BASELINE_REWARDS for n in cfg.reward.rewards):
         from erv_lab.verifier import ensure_verifier
