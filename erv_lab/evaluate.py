@@ -155,6 +155,14 @@ def _clean(x: Any) -> Any:
     return x
 
 
+def _per_clip(completions: Sequence[Sequence[str]], judged: Sequence[Sequence[str | None]],
+              labels: Sequence[str]) -> tuple[list, list, list]:
+    """Seed-major decodes (``[s][i]``) -> clip-major rows (``[i][s]``): answers, judged emotions, truth."""
+    S, N = len(completions), len(labels)
+    preds = [[parse_completion(completions[s][i])[1] for s in range(S)] for i in range(N)]
+    return preds, [[judged[s][i] for s in range(S)] for i in range(N)], [[labels[i]] * S for i in range(N)]
+
+
 def score_decodes(completions: Sequence[Sequence[str]], labels: Sequence[str], judge: Any, dataset: str = "dfew",
                   n_boot: int = 1000, seed: int = 0, judged: Sequence[Sequence[str | None]] | None = None) -> dict:
     """Metrics of one model under one protocol. ``completions[s][i]`` = decode of clip i with seed s.
@@ -165,12 +173,9 @@ def score_decodes(completions: Sequence[Sequence[str]], labels: Sequence[str], j
     judge's reading of each decode) is computed here unless given.
     """
     S, N = len(completions), len(labels)
-    parsed = [[parse_completion(c) for c in comps] for comps in completions]
     if judged is None:
-        judged = [judge_texts(judge, [think or "" for think, _ in rows], dataset) for rows in parsed]
-    preds = [[parsed[s][i][1] for s in range(S)] for i in range(N)]  # (N, S)
-    judged = [[judged[s][i] for s in range(S)] for i in range(N)]
-    truth = [[labels[i]] * S for i in range(N)]
+        judged = [judge_texts(judge, [parse_completion(c)[0] or "" for c in comps], dataset) for comps in completions]
+    preds, judged, truth = _per_clip(completions, judged, labels)
     point = _pooled(_both)(preds, judged, truth, dataset=dataset)
     ci = bootstrap_ci(_pooled(_both), preds, judged, truth, n_resamples=n_boot, seed=seed, dataset=dataset)
     per_seed = [_both([p[s] for p in preds], [j[s] for j in judged], labels, dataset) for s in range(S)]
@@ -286,15 +291,8 @@ def paired_difference(a: tuple, b: tuple, labels: Sequence[str], dataset: str = 
     """Arm a minus arm b on the same clips, with a *paired* 95 % bootstrap interval (clips resampled once
     for both arms, so the clip-to-clip variation they share cancels). ``a`` and ``b`` are ``(completions,
     judged)`` as in ``score_decodes``. Returns ``{metric: {"value", "low", "high"}}`` for ``CI_KEYS``."""
-    S, N = len(a[0]), len(labels)
-
-    def per_clip(comps, judged):
-        preds = [[parse_completion(comps[s][i])[1] for s in range(S)] for i in range(N)]
-        return preds, [[judged[s][i] for s in range(S)] for i in range(N)]
-
-    pa, ja = per_clip(*a)
-    pb, jb = per_clip(*b)
-    truth = [[labels[i]] * S for i in range(N)]
+    pa, ja, truth = _per_clip(*a, labels)
+    pb, jb, _ = _per_clip(*b, labels)
 
     def diff(pa, ja, pb, jb, truth, dataset):
         ma, mb = _pooled(_both)(pa, ja, truth, dataset=dataset), _pooled(_both)(pb, jb, truth, dataset=dataset)

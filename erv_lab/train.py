@@ -152,6 +152,11 @@ def _settings_match(out: Path, settings: dict) -> bool:
     return f.exists() and json.loads(f.read_text()) == settings
 
 
+def _finished(out: Path, settings: dict) -> bool:
+    """``out/final`` exists and was trained with ``settings``: reuse it."""
+    return (out / "final" / "policy.json").exists() and _settings_match(out, settings)
+
+
 def _claim_stage(out: Path, settings: dict) -> None:
     """Before a stage (re)builds anything in ``out``: move a stale ``out`` aside, then record ``settings``."""
     if _is_main():
@@ -264,7 +269,7 @@ def ensure_sft(cfg, run_dir: str | Path, dataset=None, callbacks: Sequence = (),
     out = Path(run_dir) / name
     final = out / "final"
     settings = stage_settings(cfg, "sft")
-    if (final / "policy.json").exists() and _settings_match(out, settings) and not force:
+    if _finished(out, settings) and not force:
         return final
     _claim_stage(out, settings)
     P.seed_everything(cfg.grpo.seed)
@@ -394,7 +399,7 @@ def ensure_grpo(cfg, run_dir: str | Path, arm: str, dataset=None, reward_funcs: 
     out = Path(run_dir) / (name or arm)
     final = out / "final"
     settings = stage_settings(cfg, "grpo", arm)
-    if (final / "policy.json").exists() and _settings_match(out, settings) and not force:
+    if _finished(out, settings) and not force:
         return final
     _claim_stage(out, settings)
     P.seed_everything(cfg.grpo.seed)
@@ -462,13 +467,10 @@ def run_arms(cfg, run_dir: str | Path, arms: Sequence[str] = ARMS, parallel: boo
             hook = None if on_log is None else (lambda h, arm=arm: on_log({**arm_histories(run_dir), arm: h}))
             finals[arm] = ensure_grpo(cfg, run_dir, arm, dataset=dataset, on_log=hook)
         return finals
-    done = {arm: run_dir / arm / "final" for arm in arms
-            if (run_dir / arm / "final" / "policy.json").exists()
-            and _settings_match(run_dir / arm, stage_settings(cfg, "grpo", arm))}
-    if len(done) == len(arms):  # nothing to train: no worker processes to start
-        if on_log is not None:
+    if all(_finished(run_dir / arm, stage_settings(cfg, "grpo", arm)) for arm in arms):
+        if on_log is not None:  # nothing to train: no worker processes to start
             on_log(arm_histories(run_dir))
-        return done
+        return {arm: run_dir / arm / "final" for arm in arms}
     ensure_sft(cfg, run_dir, dataset=dataset)  # shared by the arms: never trained twice in parallel
     if any(n not in BASELINE_REWARDS for n in cfg.reward.rewards):
         from erv_lab.verifier import ensure_verifier
@@ -481,7 +483,7 @@ def run_arms(cfg, run_dir: str | Path, arms: Sequence[str] = ARMS, parallel: boo
             tqdm(total=total, desc="GRPO " + " + ".join(arms) + " (logged steps)", unit="step") as bar:
         futures = {arm: pool.submit(_grpo_worker, cfg, str(run_dir), arm, threads, dataset) for arm in arms}
         while True:
-            done = all(f.done() for f in futures.values())
+            finished = all(f.done() for f in futures.values())
             hist = {arm: read_log_history(run_dir / arm) if (run_dir / arm / "log_history.json").exists() else []
                     for arm in arms}
             steps = {arm: max((r.get("step", 0) for r in h), default=0) for arm, h in hist.items()}
@@ -491,7 +493,7 @@ def run_arms(cfg, run_dir: str | Path, arms: Sequence[str] = ARMS, parallel: boo
                 seen = steps
                 if on_log is not None and any(hist.values()):
                     on_log(hist)
-            if done:
+            if finished:
                 break
             time.sleep(poll_seconds)
         return {arm: Path(f.result()) for arm, f in futures.items()}  # re-raises a worker's error
