@@ -1,7 +1,10 @@
 """Synthetic clips: official DFEW/MAFW layouts, determinism, resumability, audio/video content, CLI."""
 import csv
 import json
+import os
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -60,6 +63,21 @@ def test_generation_is_deterministic_and_a_second_call_renders_nothing(tmp_path)
     fb, ab = decode_clip(tmp_path / "b/Clip/original/00004.mp4")
     assert np.array_equal(fa, fb) and np.array_equal(aa, ab)
     assert generate(tmp_path / "a", clips=7, seed=3, verbose=False, **SMALL) == a  # reused as is
+
+
+_ONE_CLIP = ("import os, sys; os.sched_setaffinity(0, {cpus}); from erv_lab.synth import generate; "
+             "generate(sys.argv[1], clips=1, seed=5, frame_size=112, frames_per_clip=4, fps=8, verbose=False)")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs at least two usable CPUs")
+def test_clip_bytes_do_not_depend_on_the_number_of_cpus(tmp_path):
+    # FFmpeg's default encoder threading cuts frames into one slice per core: other machine, other bytes.
+    cpus = sorted(os.sched_getaffinity(0))
+    for name, allowed in (("one", cpus[:1]), ("all", cpus)):
+        subprocess.run([sys.executable, "-c", _ONE_CLIP.format(cpus=set(allowed)), str(tmp_path / name)], check=True)
+    one, every = (tmp_path / n / "Clip/original/00001.mp4" for n in ("one", "all"))
+    assert one.read_bytes() == every.read_bytes()
 
 
 def test_interrupted_generation_resumes_with_only_the_missing_clips(tmp_path):
