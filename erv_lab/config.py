@@ -107,6 +107,9 @@ class GRPOConfig:
     prompts_per_step: int = _f(4, "distinct prompts per optimisation step")
     temperature: float = _f(1.0, "rollout temperature (paper: 1.0)")
     max_completion_length: int = _f(96, "max new tokens per completion (paper: 512)")
+    micro_batch: int = _f(0, "completions per forward/backward pass (0: all prompts_per_step x G at once); "
+                             "smaller needs less GPU memory, the optimisation step is the same")
+    gradient_checkpointing: bool = _f(False, "recompute activations during backward: less GPU memory, slower")
     seed: int = _f(0, "seed shared by both arms")
     logging_steps: int = _f(10, "log every N steps")
     save_steps: int = _f(50, "checkpoint every N steps (runs resume from the last one)")

@@ -521,13 +521,12 @@ def ensure_dataset(cfg, run_dir: str | Path, verbose: bool = True) -> dict:
     """
     from datasets import load_from_disk
 
-    from erv_lab.synth import generate_from_config, read_meta
-
     d = cfg.data
     data_dir = Path(run_dir) / "data"
     hf_dir = data_dir / "hf" / _config_key(cfg)
-    if (hf_dir / "done").exists():
+    if (hf_dir / "done").exists():  # the finished splits need neither the generator nor a video decoder
         return {s: load_from_disk(str(hf_dir / s)) for s in ("train", "test")}
+    from erv_lab.synth import generate_from_config, read_meta
     if d.source == "synthetic":
         root, source = data_dir / f"synthetic_{d.layout}", d.layout
         generate_from_config(cfg, root, verbose=verbose)

@@ -117,11 +117,25 @@ def build_tiny_policy(pcfg, processor, seed: int = 0):
     return model
 
 
+def gpu_dtype() -> torch.dtype | None:
+    """Half precision for this GPU: bf16 where the hardware has it (Ampere and later), fp16 on older cards such
+    as Colab's T4 (torch would otherwise emulate bf16, slowly); ``None`` without a GPU (fp32 on CPU)."""
+    if not torch.cuda.is_available():
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+
+
+def precision_flags() -> dict:
+    """``bf16`` / ``fp16`` flags of the TRL configs, matching :func:`gpu_dtype`."""
+    dtype = gpu_dtype()
+    return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
+
+
 def bnb_config():
-    """4-bit NF4 quantisation (QLoRA). Compute in fp32 on CPU, bf16 on a GPU."""
+    """4-bit NF4 quantisation (QLoRA). Compute in fp32 on CPU, in :func:`gpu_dtype` on a GPU."""
     from transformers import BitsAndBytesConfig
 
-    compute = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    compute = gpu_dtype() or torch.float32
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                               bnb_4bit_compute_dtype=compute)
 
@@ -136,7 +150,7 @@ def lora_config(pcfg):
 
 
 def load_base(path: str | Path, pcfg=None, device_map: Any = None):
-    """Load a saved or Hub VLM, in 4-bit NF4 when ``pcfg.load_in_4bit`` (QLoRA), else fp32/bf16."""
+    """Load a saved or Hub VLM, in 4-bit NF4 when ``pcfg.load_in_4bit`` (QLoRA), else fp32 (CPU) / half (GPU)."""
     from transformers import AutoModelForImageTextToText
 
     kw: dict = {}
@@ -145,7 +159,7 @@ def load_base(path: str | Path, pcfg=None, device_map: Any = None):
         kw["device_map"] = device_map or ({"": 0} if torch.cuda.is_available() else {"": "cpu"})
         kw["dtype"] = kw["quantization_config"].bnb_4bit_compute_dtype
     elif torch.cuda.is_available():
-        kw["dtype"] = torch.bfloat16
+        kw["dtype"] = gpu_dtype()
     return AutoModelForImageTextToText.from_pretrained(str(path), **kw)
 
 
@@ -170,6 +184,76 @@ def hub_processor(name: str):
 def hub_policy(pcfg):
     """A pretrained Hub VLM (e.g. LLaVA-OneVision-Qwen2-0.5B) and its own processor. Needs Hub access."""
     return load_base(pcfg.model_name, pcfg), hub_processor(pcfg.model_name)
+
+
+# ---------------------------------------------------------------- same-shaped stand-ins (no Hub)
+# Published sizes of the Hub VLMs the GPU presets name. ``build_standin`` makes a model of that class and
+# parameter count with *random* weights and the local BPE tokenizer, so the GPU path (4-bit NF4 + LoRA, the
+# model's own processor and image tiling) can be run and measured where the Hub is unreachable. Peak memory
+# and step time are the real model's; its completions are noise and run to ``max_completion_length``.
+HUB_SIZES = {
+    "llava-hf/llava-onevision-qwen2-0.5b-ov-hf": {  # Qwen2-0.5B + SigLIP-so400m (26 layers), anyres_max_9
+        "text": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                     num_key_value_heads=2, vocab_size=152000, max_position_embeddings=32768, rope_theta=1e6,
+                     rms_norm_eps=1e-6, tie_word_embeddings=True),
+        "vision": dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=26, num_attention_heads=16,
+                       image_size=384, patch_size=14, vision_use_head=False),
+    },
+}
+
+
+def build_standin(name: str, out: str | Path, corpus: Sequence[str], sizes: dict | None = None, seed: int = 0,
+                  processor_cls=None) -> Path:
+    """Save a randomly initialised ``LlavaOnevisionForConditionalGeneration`` shaped like Hub model ``name``
+    (``HUB_SIZES``; ``sizes`` = ``{"text": {...}, "vision": {...}}`` overrides, e.g. tiny ones in tests) with a
+    ``LlavaOnevisionProcessor`` around a BPE tokenizer trained on ``corpus``. Returns ``out``; pass it as
+    ``policy.model_name`` of a ``kind: hub`` preset. The processor needs torchvision (its video processor)
+    unless ``processor_cls`` is an images-only subclass."""
+    from transformers import (AddedToken, LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
+                              LlavaOnevisionImageProcessorPil, LlavaOnevisionProcessor, Qwen2Config,
+                              SiglipVisionConfig)
+
+    processor_cls = processor_cls or LlavaOnevisionProcessor
+
+    if name not in HUB_SIZES and sizes is None:
+        raise KeyError(f"no published sizes for {name!r}; known: {sorted(HUB_SIZES)}")
+    base = HUB_SIZES.get(name, {"text": {}, "vision": {}})
+    text_kw = {**base["text"], **(sizes or {}).get("text", {})}
+    vision_kw = {**base["vision"], **(sizes or {}).get("vision", {})}
+    tok = train_tokenizer(corpus)
+    tok.add_tokens([AddedToken("<video>", normalized=False, special=True)], special_tokens=True)
+    side = vision_kw["image_size"]
+    image_processor = LlavaOnevisionImageProcessorPil(
+        size={"height": side, "width": side}, crop_size={"height": side, "width": side},
+        image_grid_pinpoints=[[side * i, side * j] for i in range(1, 7) for j in range(1, 7)])
+    extra = {}
+    if processor_cls is LlavaOnevisionProcessor:  # the real class insists on a video processor (torchvision)
+        from transformers import LlavaOnevisionVideoProcessor
+
+        extra["video_processor"] = LlavaOnevisionVideoProcessor(size={"height": side, "width": side})
+    processor = processor_cls(image_processor=image_processor, tokenizer=tok, **extra,
+                              num_image_tokens=(side // vision_kw["patch_size"]) ** 2,
+                              vision_feature_select_strategy="full", chat_template=CHAT_TEMPLATE)
+    text_kw.setdefault("vocab_size", len(tok))
+    if text_kw["vocab_size"] < len(tok):
+        raise ValueError(f"vocab_size {text_kw['vocab_size']} < tokenizer size {len(tok)}")
+    config = LlavaOnevisionConfig(
+        vision_config=SiglipVisionConfig(**vision_kw).to_dict(),
+        text_config=Qwen2Config(pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None,
+                                **text_kw).to_dict(),
+        image_token_index=tok.convert_tokens_to_ids(IMAGE_TOKEN), video_token_index=tok.convert_tokens_to_ids("<video>"),
+        image_grid_pinpoints=image_processor.image_grid_pinpoints, vision_feature_select_strategy="full",
+        tie_word_embeddings=text_kw.get("tie_word_embeddings", True))
+    torch.manual_seed(seed)
+    model = LlavaOnevisionForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    out = Path(out)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    (out / "standin.json").write_text(json.dumps({"stand_in_for": name, "random_weights": True,
+                                                  "parameters": count_parameters(model)}, indent=1))
+    return out
 
 
 # ---------------------------------------------------------------- save / load

@@ -254,7 +254,7 @@ def sft_args(cfg, out: Path):
         max_length=None,  # VLM rows are not truncated (image tokens must stay whole); rationales are short
         logging_steps=max(1, min(10, cfg.grpo.logging_steps)), save_strategy="steps", save_steps=50,
         save_total_limit=2, report_to="none", seed=cfg.grpo.seed, use_cpu=not torch.cuda.is_available(),
-        bf16=torch.cuda.is_available(), fp16=False, remove_unused_columns=False,
+        **P.precision_flags(), remove_unused_columns=False,
         dataloader_num_workers=0, disable_tqdm=False)
 
 
@@ -345,6 +345,27 @@ def _make_grpo_trainer_class():
             self._meta = {k: gather_object([x.get(k) for x in inputs]) for k in ("solution", "clip_id")}
             return super()._generate_and_score_completions(inputs)
 
+        def _get_per_token_logps_and_entropies(self, model, *args, batch_num_images=None, **kwargs):
+            # LLaVA-OneVision needs ``batch_num_images`` (several images per prompt -> no tiling, as its processor
+            # counted the image tokens); TRL 1.16 drops it. Prompts here all carry the same number of images, so a
+            # forward pre-hook adds it to every chunk TRL sends through the model.
+            counts = kwargs.get("num_images")
+            if not counts or kwargs.get("pixel_values") is None or \
+                    getattr(getattr(model, "config", None), "model_type", "") != "llava_onevision":
+                return super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
+            if len(set(counts)) != 1:
+                raise ValueError(f"LLaVA-OneVision prompts with different image counts in one batch: {set(counts)}")
+
+            def add_counts(module, fargs, fkwargs):
+                fkwargs.setdefault("batch_num_images", [counts[0]] * fkwargs["input_ids"].shape[0])
+                return fargs, fkwargs
+
+            handle = model.register_forward_pre_hook(add_counts, with_kwargs=True)
+            try:
+                return super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
+            finally:
+                handle.remove()
+
         def log(self, logs, start_time=None):
             rows = []
             if self.accelerator.is_main_process and "loss" in logs and self.completions_path is not None:
@@ -372,13 +393,19 @@ def grpo_args(cfg, out: Path, **overrides):
 
     g = cfg.grpo
     per_device = max(g.num_generations, g.prompts_per_step * g.num_generations // _world_size())
+    accumulate = 1
+    if g.micro_batch and g.micro_batch < per_device:  # same rollouts per step, fewer per backward pass
+        if per_device % g.micro_batch:
+            raise ValueError(f"grpo.micro_batch={g.micro_batch} must divide the {per_device} completions per device")
+        per_device, accumulate = g.micro_batch, per_device // g.micro_batch
     kw = dict(
         output_dir=str(out), max_steps=g.max_steps, num_train_epochs=g.num_train_epochs,
         learning_rate=g.learning_rate, beta=g.beta, num_generations=g.num_generations,
-        per_device_train_batch_size=per_device, gradient_accumulation_steps=1, temperature=g.temperature,
+        per_device_train_batch_size=per_device, gradient_accumulation_steps=accumulate,
+        gradient_checkpointing=g.gradient_checkpointing, temperature=g.temperature,
         max_completion_length=g.max_completion_length, seed=g.seed, data_seed=g.seed,
         logging_steps=g.logging_steps, save_strategy="steps", save_steps=g.save_steps, save_total_limit=2,
-        report_to="none", use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(), fp16=False,
+        report_to="none", use_cpu=not torch.cuda.is_available(), **P.precision_flags(),
         remove_unused_columns=False, lr_scheduler_type="constant_with_warmup",
         warmup_steps=0, log_completions=False, dataloader_num_workers=0,
         loss_type="dapo",  # TRL's default; token-level normalisation (the paper's GRPO is sequence-level)

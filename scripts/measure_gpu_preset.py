@@ -4,8 +4,12 @@
 
 Runs the real entry points (``erv_lab.train.ensure_sft`` / ``ensure_grpo``, ERV arm) for a few steps in a
 scratch run folder and prints one JSON line per stage with ``seconds_per_step`` and ``peak_gpu_mb``
-(``torch.cuda.max_memory_allocated``). Needs a CUDA GPU and Hub access for the pretrained VLM; it refuses
-to run on a CPU, so a number it prints is always a GPU measurement.
+(``torch.cuda.max_memory_allocated``). Needs a CUDA GPU; it refuses to run on a CPU, so a number it prints is
+always a GPU measurement. Without Hub access, ``--standin`` builds the preset's VLM with its published sizes and
+random weights (``erv_lab.policy.build_standin``): memory and step time are the real model's, its completions
+are noise and always run to ``max_completion_length`` (the slowest case), and the verifier must be a local kind:
+
+    python scripts/measure_gpu_preset.py --standin --set verifier.kind=tfidf --set data.clips_per_class=2
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sft-steps", type=int, default=5)
     ap.add_argument("--grpo-steps", type=int, default=5)
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--standin", action="store_true", help="random weights, the Hub model's architecture and sizes")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("no CUDA GPU: nothing measured (this script only reports GPU numbers)", file=sys.stderr)
@@ -39,6 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     from erv_lab.data import ensure_dataset
 
     splits = ensure_dataset(cfg, out)
+    if args.standin:
+        from erv_lab import policy as P
+
+        folder = out / "standin"
+        if not (folder / "standin.json").exists():
+            t0 = time.perf_counter()
+            P.build_standin(cfg.policy.model_name, folder, list(splits["train"]["rationale"]) + list(splits["train"]["prosody"]))
+            print(json.dumps({"standin_for": cfg.policy.model_name, "build_s": round(time.perf_counter() - t0, 1),
+                              **json.loads((folder / "standin.json").read_text())["parameters"]}), flush=True)
+        cfg.policy.model_name = str(folder)
     n = min(len(splits["train"]), args.sft_steps * cfg.sft.batch_size)
     small = {"train": splits["train"].select(range(n)), "test": splits["test"]}
     cfg.sft.epochs = 1
@@ -55,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                           "seconds_per_step": metrics["seconds_per_step"], "peak_gpu_mb": metrics["peak_gpu_mb"],
                           "wall_s": round(time.perf_counter() - t0, 1), "G": cfg.grpo.num_generations,
                           "frames": cfg.data.num_frames, "max_completion_length": cfg.grpo.max_completion_length,
-                          "load_in_4bit": cfg.policy.load_in_4bit, "lora_r": cfg.policy.lora_r}))
+                          "load_in_4bit": cfg.policy.load_in_4bit, "lora_r": cfg.policy.lora_r,
+                          "standin": args.standin}), flush=True)
     return 0
 
 

@@ -123,3 +123,15 @@ def test_vision_warmup_learns_coloured_squares(processor, clips, pcfg):
     model = P.build_tiny_policy(pcfg, processor)
     out = P.warmup_vision(model, processor, clips, LABELS, epochs=15, lr=3e-3, batch_size=16)
     assert out["accuracy"] > 0.5  # chance is 1/7
+
+
+@pytest.mark.parametrize("cuda,bf16,dtype,flags", [(False, False, None, (False, False)),
+                                                   (True, False, torch.float16, (False, True)),  # T4
+                                                   (True, True, torch.bfloat16, (True, False))])  # A100 / H100
+def test_half_precision_follows_the_gpu(monkeypatch, cuda, bf16, dtype, flags):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16 or including_emulation)
+    assert P.gpu_dtype() == dtype
+    assert (P.precision_flags()["bf16"], P.precision_flags()["fp16"]) == flags
+    if cuda:
+        assert P.bnb_config().bnb_4bit_compute_dtype == dtype

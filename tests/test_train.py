@@ -76,6 +76,13 @@ def test_grpo_batch_holds_prompts_per_step_groups_of_g(tmp_path):
     assert args.per_device_train_batch_size == 12 and args.num_generations == 4
     assert args.generation_batch_size % args.num_generations == 0
     assert args.beta == 0.04 and args.use_cpu
+    cfg.grpo.micro_batch = 4  # same 12 rollouts per optimisation step, 4 per backward pass
+    args = T.grpo_args(cfg, tmp_path)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (4, 3)
+    assert args.generation_batch_size == 12 and args.steps_per_generation == 3
+    cfg.grpo.micro_batch = 5
+    with pytest.raises(ValueError, match="must divide"):
+        T.grpo_args(cfg, tmp_path)
 
 
 @pytest.mark.slow
@@ -219,3 +226,61 @@ def test_live_plot_updates_one_figure_in_place_and_throttles(monkeypatch):
     hook({"baseline": hist, "erv": hist})
     hook({"baseline": hist, "erv": hist})
     assert calls == ["display", "display", "update"]
+
+
+TINY_ONEVISION = {"text": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                               num_key_value_heads=2, vocab_size=None),
+                  "vision": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                 image_size=28, patch_size=14)}
+
+
+def _images_only_onevision():
+    """LLaVA-OneVision's processor without its video processor (which needs torchvision, absent on CPU here)."""
+    from transformers import LlavaOnevisionProcessor
+
+    class ImagesOnly(LlavaOnevisionProcessor):
+        @classmethod
+        def get_attributes(cls):
+            return ["image_processor", "tokenizer"]
+
+        def __init__(self, image_processor=None, tokenizer=None, **kw):
+            self.video_processor = None
+            super().__init__(image_processor, tokenizer, None, **kw)
+
+    return ImagesOnly
+
+
+def test_hub_path_trains_a_llava_onevision_standin_with_qlora(splits, tmp_path, monkeypatch):
+    """The colab-t4 code path (kind: hub, LLaVA-OneVision class, its processor's image tiling, 4-bit NF4 + LoRA,
+    adapter merged into a full-precision copy) on a tiny random stand-in: SFT then one GRPO step."""
+    from bitsandbytes.nn import Linear4bit
+    from transformers import AutoTokenizer, LlavaOnevisionImageProcessorPil
+
+    from erv_lab import policy as P
+
+    sizes = {k: {n: v for n, v in d.items() if v is not None} for k, d in TINY_ONEVISION.items()}
+    cls = _images_only_onevision()
+    base = P.build_standin("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", tmp_path / "standin",
+                           list(splits["train"]["rationale"]), sizes=sizes, processor_cls=cls)
+    assert json.loads((base / "standin.json").read_text())["random_weights"] is True
+
+    def hub_processor(path):  # what AutoProcessor.from_pretrained does where torchvision is installed
+        tok = AutoTokenizer.from_pretrained(path)
+        tok.padding_side = "left"
+        return cls(image_processor=LlavaOnevisionImageProcessorPil.from_pretrained(path), tokenizer=tok,
+                   num_image_tokens=4, vision_feature_select_strategy="full", chat_template=P.CHAT_TEMPLATE)
+
+    monkeypatch.setattr(P, "hub_processor", hub_processor)
+    cfg = smoke_cfg(max_steps=1, logging_steps=1)
+    cfg.policy.kind, cfg.policy.model_name, cfg.policy.load_in_4bit = "hub", str(base), True
+    cfg.policy.lora_r, cfg.policy.lora_alpha = 4, 8
+    cfg.grpo.micro_batch, cfg.grpo.gradient_checkpointing = 2, True  # the memory knobs of the GPU presets
+    loaded = P.load_base(base, cfg.policy)
+    assert type(loaded).__name__ == "LlavaOnevisionForConditionalGeneration"
+    assert any(isinstance(m, Linear4bit) for m in loaded.modules())
+    sft = T.ensure_sft(cfg, tmp_path, dataset=splits)
+    assert json.loads((sft / "policy.json").read_text())["kind"] == "hub"
+    final = T.ensure_grpo(cfg, tmp_path, "baseline", dataset=splits, reward_funcs=BASELINE)
+    assert json.loads((tmp_path / "baseline" / "metrics.json").read_text())["global_step"] == 1
+    model, proc = P.load_policy(final, cfg.policy)
+    assert len(P.generate(model, proc, splits["test"].select(range(2)), max_new_tokens=4)) == 2
