@@ -248,7 +248,7 @@ def test_shipped_reference_run_shows_the_erv_arm_pulling_ahead_in_training():
     """Issue 6's acceptance on the shipped cpu-tiny run: over the last logged steps the ERV arm's explanation
     reward is clearly above the baseline arm's, and its accuracy reward is not lower beyond sampling noise."""
     from erv_lab.config import load_config
-    from erv_lab.train import first_last, read_log_history
+    from erv_lab.curves import first_last, read_log_history
 
     ref = REPO_ROOT / "reference_run"
     if not (ref / "erv" / "log_history.json").exists():

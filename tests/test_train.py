@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from erv_lab import curves as C
 from erv_lab import train as T
 from erv_lab.config import load_config
 from erv_lab.rewards import accuracy_reward, format_reward
@@ -59,7 +60,7 @@ def test_completion_groups_regroup_logged_rows_per_prompt(tmp_path):
     (tmp_path / "erv").mkdir()
     rows = [{"step": s, "completion": f"c{s}{i}", "advantage": 0.0} for s in (1, 2) for i in range(4)]
     (tmp_path / "erv" / "completions.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    groups = T.completion_groups(tmp_path, "erv", 2)
+    groups = C.completion_groups(tmp_path, "erv", 2)
     assert [len(g) for g in groups] == [2, 2, 2, 2] and groups[2][0]["completion"] == "c20"
 
 
@@ -93,13 +94,13 @@ def test_sft_then_grpo_smoke_writes_logs_and_is_idempotent(splits, tmp_path):
     assert meta["stage"] == "sft" and meta["metrics"]["global_step"] > 0
     assert (tmp_path / "sft" / "log_history.csv").exists()
     final = T.ensure_grpo(cfg, tmp_path, "baseline", dataset=splits, reward_funcs=BASELINE)
-    hist = T.read_log_history(tmp_path / "baseline")
+    hist = C.read_log_history(tmp_path / "baseline")
     logged = [h for h in hist if "loss" in h]
     assert len(logged) == 2
     for key in ("rewards/format_reward/mean", "rewards/accuracy_reward/mean", "frac_reward_zero_std", "kl",
                 "completions/mean_length", "completions/clipped_ratio"):
         assert key in logged[-1], key
-    rows = T.read_completions(tmp_path, "baseline")
+    rows = C.read_completions(tmp_path, "baseline")
     assert rows and {"completion", "advantage", "reward/format_reward", "reward/accuracy_reward"} <= set(rows[0])
     metrics = json.loads((tmp_path / "baseline" / "metrics.json").read_text())
     assert metrics["global_step"] == 2 and metrics["seconds_per_step"] > 0 and metrics["peak_rss_mb"] > 0
@@ -159,6 +160,7 @@ def test_grpo_resumes_after_interruption_with_same_final_step(splits, tmp_path):
 LAUNCHED = """
 import sys
 sys.path.insert(0, {tests!r})
+from erv_lab import curves as C
 from erv_lab import train as T
 from erv_lab.config import load_config
 from erv_lab.rewards import accuracy_reward, format_reward
@@ -218,11 +220,11 @@ def test_live_plot_updates_one_figure_in_place_and_throttles(monkeypatch):
 
     monkeypatch.setattr(IPython.display, "display", fake_display)
     hist = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}]
-    hook = T.live_plot(["loss", "kl"], "sft", min_seconds=3600)
+    hook = C.live_plot(["loss", "kl"], "sft", min_seconds=3600)
     hook(hist)
     hook(hist)  # within min_seconds: skipped
     assert calls == ["display"]
-    hook = T.live_plot(["loss"], min_seconds=0)
+    hook = C.live_plot(["loss"], min_seconds=0)
     hook({"baseline": hist, "erv": hist})
     hook({"baseline": hist, "erv": hist})
     assert calls == ["display", "display", "update"]
