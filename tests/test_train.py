@@ -56,14 +56,6 @@ def test_group_advantage_matches_the_paper_formula():
     assert adv[2:] == [0.0, 0.0]
 
 
-def test_completion_groups_regroup_logged_rows_per_prompt(tmp_path):
-    (tmp_path / "erv").mkdir()
-    rows = [{"step": s, "completion": f"c{s}{i}", "advantage": 0.0} for s in (1, 2) for i in range(4)]
-    (tmp_path / "erv" / "completions.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    groups = C.completion_groups(tmp_path, "erv", 2)
-    assert [len(g) for g in groups] == [2, 2, 2, 2] and groups[2][0]["completion"] == "c20"
-
-
 def test_sft_uses_a_cosine_schedule_with_ratio_warmup(tmp_path):
     args = load_config("smoke"), tmp_path
     a = T.sft_args(*args)
@@ -204,30 +196,6 @@ def test_run_arms_trains_both_arms_side_by_side_in_worker_processes(splits, tmp_
     assert T.run_arms(cfg, tmp_path, parallel=True, dataset=splits) == finals
 
 
-def test_live_plot_updates_one_figure_in_place_and_throttles(monkeypatch):
-    import IPython.display
-
-    calls = []
-
-    class Handle:
-        def update(self, fig):
-            calls.append("update")
-
-    def fake_display(obj, display_id=False):
-        calls.append("display")
-        assert display_id is True  # a handle, not clear_output: progress bars in the cell survive
-        return Handle()
-
-    monkeypatch.setattr(IPython.display, "display", fake_display)
-    hist = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}]
-    hook = C.live_plot(["loss", "kl"], "sft", min_seconds=3600)
-    hook(hist)
-    hook(hist)  # within min_seconds: skipped
-    assert calls == ["display"]
-    hook = C.live_plot(["loss"], min_seconds=0)
-    hook({"baseline": hist, "erv": hist})
-    hook({"baseline": hist, "erv": hist})
-    assert calls == ["display", "display", "update"]
 
 
 TINY_ONEVISION = {"text": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
