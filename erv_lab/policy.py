@@ -122,7 +122,7 @@ def gpu_dtype() -> torch.dtype | None:
     as Colab's T4 (torch would otherwise emulate bf16, slowly); ``None`` without a GPU (fp32 on CPU)."""
     if not torch.cuda.is_available():
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    return torch.bfloat16 if torch.cuda.get_device_capability()[0] >= 8 else torch.float16  # bf16 units: sm_80+
 
 
 def precision_flags() -> dict:

@@ -125,12 +125,13 @@ def test_vision_warmup_learns_coloured_squares(processor, clips, pcfg):
     assert out["accuracy"] > 0.5  # chance is 1/7
 
 
-@pytest.mark.parametrize("cuda,bf16,dtype,flags", [(False, False, None, (False, False)),
-                                                   (True, False, torch.float16, (False, True)),  # T4
-                                                   (True, True, torch.bfloat16, (True, False))])  # A100 / H100
-def test_half_precision_follows_the_gpu(monkeypatch, cuda, bf16, dtype, flags):
+@pytest.mark.parametrize("cuda,major,dtype,flags", [(False, 0, None, (False, False)),
+                                                    (True, 7, torch.float16, (False, True)),  # T4 (sm_75)
+                                                    (True, 8, torch.bfloat16, (True, False)),  # A100
+                                                    (True, 9, torch.bfloat16, (True, False))])  # H100 / H200
+def test_half_precision_follows_the_gpu(monkeypatch, cuda, major, dtype, flags):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16 or including_emulation)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (major, 5 if major == 7 else 0))
     assert P.gpu_dtype() == dtype
     assert (P.precision_flags()["bf16"], P.precision_flags()["fp16"]) == flags
     if cuda:
