@@ -35,7 +35,6 @@ def read_completions(run_dir: str | Path, arm: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-
 def think_text(completion: str) -> str:
     from erv_lab.rewards import parse_completion
 

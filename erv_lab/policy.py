@@ -213,11 +213,10 @@ def build_standin(name: str, out: str | Path, corpus: Sequence[str], sizes: dict
                               LlavaOnevisionImageProcessorPil, LlavaOnevisionProcessor, Qwen2Config,
                               SiglipVisionConfig)
 
-    processor_cls = processor_cls or LlavaOnevisionProcessor
-
-    if name not in HUB_SIZES and sizes is None:
+    if name not in HUB_SIZES:
         raise KeyError(f"no published sizes for {name!r}; known: {sorted(HUB_SIZES)}")
-    base = HUB_SIZES.get(name, {"text": {}, "vision": {}})
+    processor_cls = processor_cls or LlavaOnevisionProcessor
+    base = HUB_SIZES[name]
     text_kw = {**base["text"], **(sizes or {}).get("text", {})}
     vision_kw = {**base["vision"], **(sizes or {}).get("vision", {})}
     tok = train_tokenizer(corpus)

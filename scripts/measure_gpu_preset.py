@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         folder = out / "standin"
         if not (folder / "standin.json").exists():
             t0 = time.perf_counter()
-            P.build_standin(cfg.policy.model_name, folder, list(splits["train"]["rationale"]) + list(splits["train"]["prosody"]))
+            corpus = list(splits["train"]["rationale"]) + list(splits["train"]["prosody"])
+            P.build_standin(cfg.policy.model_name, folder, corpus)
             print(json.dumps({"standin_for": cfg.policy.model_name, "build_s": round(time.perf_counter() - t0, 1),
                               **json.loads((folder / "standin.json").read_text())["parameters"]}), flush=True)
         cfg.policy.model_name = str(folder)
