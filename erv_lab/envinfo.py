@@ -32,10 +32,28 @@ def _version(name: str) -> str:
         return f"not installed ({type(exc).__name__})"
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (a container's or ``taskset``'s limit), not the host's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def cpu_has_avx512_bf16() -> bool | None:
+    """Whether the CPU reports AVX512-BF16 (bitsandbytes then runs 4-bit layers in a packed bf16 format, and
+    oneDNN picks other kernels: decodes can differ from a CPU without it). ``None`` where unknown."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return " avx512_bf16" in fh.read()
+    except OSError:
+        return None
+
+
 def device_info() -> dict:
     import torch
 
-    info: dict = {"cpu_cores": os.cpu_count()}
+    info: dict = {"cpu_cores": usable_cpus(), "cpu_avx512_bf16": cpu_has_avx512_bf16()}
     try:
         pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
         info["ram_gib"] = round(pages * page_size / 2**30, 1)
@@ -73,7 +91,8 @@ def print_env() -> dict:
     if dev["device"] == "cuda":
         print(f"device: cuda x{dev['gpu_count']} ({dev['gpu']}, {dev['gpu_mem_gib']} GiB)")
     else:
-        print(f"device: cpu ({dev['cpu_cores']} cores, {dev['ram_gib']} GiB RAM), no CUDA GPU")
+        bf16 = {True: ", AVX512-BF16", False: ", no AVX512-BF16", None: ""}[dev["cpu_avx512_bf16"]]
+        print(f"device: cpu ({dev['cpu_cores']} usable cores{bf16}, {dev['ram_gib']} GiB RAM), no CUDA GPU")
     off = rep["offline"]
     mode = "offline" if all(v == "1" for v in off.values()) else "online allowed"
     print(f"hub: {mode} (" + ", ".join(f"{k}={v or 'unset'}" for k, v in off.items()) + ")")

@@ -140,6 +140,54 @@ def bnb_config():
                               bnb_4bit_compute_dtype=compute)
 
 
+def unpackable_4bit_layers(model) -> list[str]:
+    """The ``Linear4bit`` layers of ``model`` that bitsandbytes' packed CPU format cannot take.
+
+    On a CPU with AVX512-BF16, bitsandbytes (>= 0.49) repacks a 4-bit weight the first time its layer runs
+    without gradients (eval, ``generate``); the repacking reshapes the block scales to ``(out, in // 64)`` and
+    needs ``in_features`` a multiple of the 64-value block and ``out_features`` a multiple of 32, else it raises
+    (``shape '[32, 0]' is invalid``). This applies bitsandbytes' own repacking function (plain torch) to a copy
+    of every 4-bit weight, so the answer is the same on every CPU, with or without those instructions.
+    Returns ``"name (in->out)"`` per failing layer; ``[]`` when bitsandbytes has no packed format.
+    """
+    import copy
+
+    try:
+        from bitsandbytes.functional import _convert_weight_packed_for_cpu
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:
+        return []
+    bad = []
+    for name, m in model.named_modules():
+        state = getattr(getattr(m, "weight", None), "quant_state", None)
+        if not isinstance(m, Linear4bit) or state is None or getattr(state, "packing_format_for_cpu", False):
+            continue
+        try:
+            _convert_weight_packed_for_cpu(m.weight.data.clone(), copy.deepcopy(state))
+        except (RuntimeError, AssertionError, ValueError):
+            bad.append(f"{name} ({m.in_features}->{m.out_features})")
+    return bad
+
+
+def keep_unpackable_layers_unpacked(model) -> list[str]:
+    """CPU only: the layers :func:`unpackable_4bit_layers` names keep bitsandbytes' ordinary 4-bit kernel
+    instead of crashing in the packed one. They stay 4-bit NF4; only the CPU kernel differs. Every layer of a
+    real VLM's language model and of the test suite's tiny 4-bit models packs (a test checks it); SigLIP's MLP
+    (4304 inputs) does not. Returns the layers switched, after a warning that names them."""
+    import warnings
+
+    bad = unpackable_4bit_layers(model)
+    names = {b.split(" ")[0] for b in bad}
+    for name, m in model.named_modules():
+        if name in names and hasattr(m, "support_avx512bf16_for_cpu"):
+            m.support_avx512bf16_for_cpu = False
+    if bad:
+        warnings.warn(f"{len(bad)} 4-bit layer(s) cannot use bitsandbytes' packed AVX512-BF16 CPU format and keep "
+                      f"the ordinary 4-bit kernel: {', '.join(bad[:6])}{' ...' if len(bad) > 6 else ''}",
+                      stacklevel=2)
+    return bad
+
+
 def lora_config(pcfg):
     """LoRA on the language model's attention and MLP projections (the vision tower stays frozen)."""
     from peft import LoraConfig
@@ -160,7 +208,10 @@ def load_base(path: str | Path, pcfg=None, device_map: Any = None):
         kw["dtype"] = kw["quantization_config"].bnb_4bit_compute_dtype
     elif torch.cuda.is_available():
         kw["dtype"] = gpu_dtype()
-    return AutoModelForImageTextToText.from_pretrained(str(path), **kw)
+    model = AutoModelForImageTextToText.from_pretrained(str(path), **kw)
+    if "quantization_config" in kw and not torch.cuda.is_available():
+        keep_unpackable_layers_unpacked(model)  # the same outcome on CPUs with and without AVX512-BF16
+    return model
 
 
 def with_lora(model, pcfg):

@@ -461,7 +461,7 @@ def run_arms(cfg, run_dir: str | Path, arms: Sequence[str] = ARMS, parallel: boo
     """Train every arm (``ensure_grpo``) and return ``{arm: final}``.
 
     ``parallel`` (default: on a CPU with >= 2 cores, one process) runs the arms side by side in spawned
-    worker processes with cores / len(arms) torch threads each; a tiny policy cannot keep 2 cores busy, so
+    worker processes with one torch thread each; a tiny policy cannot keep 2 cores busy, so
     this is faster than one arm after the other (cpu-tiny: 60 steps per arm in about 210 s instead of 290 s).
     The parent trains the SFT model and the verifier first, then follows both logs: a tqdm bar over the
     logged steps and ``on_log({arm: history})`` at every new logging step. On a GPU the arms run in turn.
@@ -472,7 +472,9 @@ def run_arms(cfg, run_dir: str | Path, arms: Sequence[str] = ARMS, parallel: boo
     from tqdm.auto import tqdm
 
     run_dir = Path(run_dir)
-    cores = os.cpu_count() or 1
+    from erv_lab.envinfo import usable_cpus
+
+    cores = usable_cpus()
     if parallel is None:
         parallel = not torch.cuda.is_available() and cores >= 2 and _world_size() == 1 and len(arms) > 1
     if not parallel:
@@ -490,7 +492,7 @@ def run_arms(cfg, run_dir: str | Path, arms: Sequence[str] = ARMS, parallel: boo
         from erv_lab.verifier import ensure_verifier
 
         ensure_verifier(cfg, run_dir, progress=False)
-    threads = max(1, cores // len(arms))
+    threads = 1  # a tiny policy cannot use more; and one thread per arm on every machine gives the same numbers
     total = cfg.grpo.max_steps * len(arms) if cfg.grpo.max_steps > 0 else None
     seen: dict[str, int] = {}
     with ProcessPoolExecutor(len(arms), mp_context=get_context("spawn")) as pool, \

@@ -1,4 +1,7 @@
-"""Shared test setup: offline, headless, and no writes into the repository."""
+"""Shared test setup (offline, headless, no writes into the repository) and the fakes several modules use.
+
+Test modules take these through fixtures; a script a test launches in another process imports them from here.
+"""
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -6,3 +9,73 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+LABELS = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
+COLORS = [(255, 200, 0), (0, 0, 255), (128, 128, 128), (255, 0, 0), (0, 255, 255), (0, 128, 0), (128, 0, 128)]
+
+# Sizes of the tiny models the suite loads in 4-bit NF4. Every linear layer must fit bitsandbytes' packed
+# AVX512-BF16 CPU format (in_features % 64 == 0, out_features % 32 == 0; tests/test_qlora_cpu.py checks it),
+# so that the QLoRA tests run the same kernels on every CPU.
+QLORA_TINY_LLAVA = dict(hidden_size=64, vision_hidden_size=64)  # erv_lab.config.PolicyConfig fields
+TINY_ONEVISION = {"text": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                               num_key_value_heads=2),
+                  "vision": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                 image_size=28, patch_size=14)}
+
+
+def fake_clips(n_per_class=4, num_frames=2, size=32, seed=0):
+    """A dataset with erv_lab.data's schema: one colour per class (+ noise), a noise spectrogram."""
+    from datasets import Dataset
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c, lab in enumerate(LABELS):
+        for k in range(n_per_class):
+            frames = [Image.fromarray(np.clip(np.array(COLORS[c])[None, None] + rng.normal(0, 20, (size, size, 3)),
+                                              0, 255).astype("uint8")) for _ in range(num_frames)]
+            spec = Image.fromarray((rng.random((size, size)) * 255).astype("uint8")).convert("RGB")
+            rows.append(dict(clip_id=f"{lab}_{k}", dataset="dfew", fold=5, label=lab, frames=frames,
+                             spectrogram=spec, prosody="pitch high, energy low",
+                             rationale=f"<think>The face looks {lab}. The person seems {lab}.</think>\n"
+                                       f"<answer>{lab}</answer>", drifted=False, cues="{}"))
+    return Dataset.from_list(rows)
+
+
+def images_only_onevision():
+    """LLaVA-OneVision's processor without its video processor (which needs torchvision, absent on CPU here)."""
+    from transformers import LlavaOnevisionProcessor
+
+    class ImagesOnly(LlavaOnevisionProcessor):
+        @classmethod
+        def get_attributes(cls):
+            return ["image_processor", "tokenizer"]
+
+        def __init__(self, image_processor=None, tokenizer=None, **kw):
+            self.video_processor = None
+            super().__init__(image_processor, tokenizer, None, **kw)
+
+    return ImagesOnly
+
+
+@pytest.fixture(scope="session")
+def make_clips():
+    return fake_clips
+
+
+@pytest.fixture(scope="session")
+def qlora_tiny_llava():
+    return dict(QLORA_TINY_LLAVA)
+
+
+@pytest.fixture(scope="session")
+def tiny_onevision():
+    return {k: dict(v) for k, v in TINY_ONEVISION.items()}
+
+
+@pytest.fixture(scope="session")
+def onevision_processor_cls():
+    return images_only_onevision()

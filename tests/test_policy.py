@@ -1,36 +1,16 @@
 """The tiny LLaVA policy: tokenizer, processor, build/save/reload, QLoRA on CPU, decoding, vision warm-up."""
-import numpy as np
 import pytest
 import torch
-from datasets import Dataset
-from PIL import Image
 
 from erv_lab import policy as P
 from erv_lab.config import load_config
 
 LABELS = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
-COLORS = [(255, 200, 0), (0, 0, 255), (128, 128, 128), (255, 0, 0), (0, 255, 255), (0, 128, 0), (128, 0, 128)]
-
-
-def fake_clips(n_per_class=4, num_frames=2, size=32, seed=0):
-    """A dataset with erv_lab.data's schema: one colour per class (+ noise), a noise spectrogram."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for c, lab in enumerate(LABELS):
-        for k in range(n_per_class):
-            frames = [Image.fromarray(np.clip(np.array(COLORS[c])[None, None] + rng.normal(0, 20, (size, size, 3)),
-                                              0, 255).astype("uint8")) for _ in range(num_frames)]
-            spec = Image.fromarray((rng.random((size, size)) * 255).astype("uint8")).convert("RGB")
-            rows.append(dict(clip_id=f"{lab}_{k}", dataset="dfew", fold=5, label=lab, frames=frames,
-                             spectrogram=spec, prosody="pitch high, energy low",
-                             rationale=f"<think>The face looks {lab}. The person seems {lab}.</think>\n"
-                                       f"<answer>{lab}</answer>", drifted=False, cues="{}"))
-    return Dataset.from_list(rows)
 
 
 @pytest.fixture(scope="module")
-def clips():
-    return fake_clips()
+def clips(make_clips):
+    return make_clips()
 
 
 @pytest.fixture(scope="module")
@@ -87,14 +67,14 @@ def test_tiny_policy_saves_and_reloads_with_identical_logits(processor, clips, p
     torch.testing.assert_close(before, after)
 
 
-def test_qlora_forward_backward_on_cpu(processor, clips, pcfg, tmp_path):
+def test_qlora_forward_backward_on_cpu(processor, clips, pcfg, qlora_tiny_llava, tmp_path):
     import dataclasses
 
     from bitsandbytes.nn import Linear4bit
 
-    P.save_policy(P.build_tiny_policy(pcfg, processor), processor, tmp_path / "base",
+    q = dataclasses.replace(pcfg, load_in_4bit=True, lora_r=4, lora_alpha=8, **qlora_tiny_llava)
+    P.save_policy(P.build_tiny_policy(q, processor), processor, tmp_path / "base",
                   {"kind": "tiny-llava", "image_size": 32})
-    q = dataclasses.replace(pcfg, load_in_4bit=True, lora_r=4, lora_alpha=8)
     model = P.with_lora(P.load_base(tmp_path / "base", q), q)
     assert any(isinstance(m, Linear4bit) for m in model.modules())  # the base really is 4-bit NF4
     counts = P.count_parameters(model)

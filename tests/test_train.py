@@ -11,7 +11,6 @@ from erv_lab import curves as C
 from erv_lab import train as T
 from erv_lab.config import load_config
 from erv_lab.rewards import accuracy_reward, format_reward
-from test_policy import fake_clips
 
 REPO = Path(__file__).resolve().parent.parent
 BASELINE = ([format_reward, accuracy_reward], [1.0, 1.0])
@@ -25,8 +24,8 @@ def smoke_cfg(**grpo):
 
 
 @pytest.fixture(scope="module")
-def splits():
-    return {"train": fake_clips(n_per_class=2), "test": fake_clips(n_per_class=1, seed=1)}
+def splits(make_clips):
+    return {"train": make_clips(n_per_class=2), "test": make_clips(n_per_class=1, seed=1)}
 
 
 class StubVerifier:
@@ -156,7 +155,7 @@ from erv_lab import curves as C
 from erv_lab import train as T
 from erv_lab.config import load_config
 from erv_lab.rewards import accuracy_reward, format_reward
-from test_policy import fake_clips
+from conftest import fake_clips
 cfg = load_config("smoke")
 cfg.grpo.max_steps, cfg.grpo.num_generations, cfg.grpo.prompts_per_step = 2, 2, 2
 splits = {{"train": fake_clips(n_per_class=2), "test": fake_clips(n_per_class=1, seed=1)}}
@@ -198,29 +197,8 @@ def test_run_arms_trains_both_arms_side_by_side_in_worker_processes(splits, tmp_
 
 
 
-TINY_ONEVISION = {"text": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                               num_key_value_heads=2, vocab_size=None),
-                  "vision": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                 image_size=28, patch_size=14)}
-
-
-def _images_only_onevision():
-    """LLaVA-OneVision's processor without its video processor (which needs torchvision, absent on CPU here)."""
-    from transformers import LlavaOnevisionProcessor
-
-    class ImagesOnly(LlavaOnevisionProcessor):
-        @classmethod
-        def get_attributes(cls):
-            return ["image_processor", "tokenizer"]
-
-        def __init__(self, image_processor=None, tokenizer=None, **kw):
-            self.video_processor = None
-            super().__init__(image_processor, tokenizer, None, **kw)
-
-    return ImagesOnly
-
-
-def test_hub_path_trains_a_llava_onevision_standin_with_qlora(splits, tmp_path, monkeypatch):
+def test_hub_path_trains_a_llava_onevision_standin_with_qlora(splits, tmp_path, monkeypatch, tiny_onevision,
+                                                              onevision_processor_cls):
     """The colab-t4 code path (kind: hub, LLaVA-OneVision class, its processor's image tiling, 4-bit NF4 + LoRA,
     adapter merged into a full-precision copy) on a tiny random stand-in: SFT then one GRPO step."""
     from bitsandbytes.nn import Linear4bit
@@ -228,10 +206,9 @@ def test_hub_path_trains_a_llava_onevision_standin_with_qlora(splits, tmp_path, 
 
     from erv_lab import policy as P
 
-    sizes = {k: {n: v for n, v in d.items() if v is not None} for k, d in TINY_ONEVISION.items()}
-    cls = _images_only_onevision()
+    cls = onevision_processor_cls
     base = P.build_standin("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", tmp_path / "standin",
-                           list(splits["train"]["rationale"]), sizes=sizes, processor_cls=cls)
+                           list(splits["train"]["rationale"]), sizes=tiny_onevision, processor_cls=cls)
     assert json.loads((base / "standin.json").read_text())["random_weights"] is True
 
     def hub_processor(path):  # what AutoProcessor.from_pretrained does where torchvision is installed
