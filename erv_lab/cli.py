@@ -13,7 +13,7 @@ import sys
 
 
 def _preset(p: argparse.ArgumentParser, default: str = "cpu-tiny") -> None:
-    p.add_argument("--preset", default=default, help=f"preset name from configs/ (default: {default})")
+    p.add_argument("--preset", default=default, help=f"preset name (erv-lab presets) or a YAML path (default: {default})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override one config value, e.g. --set grpo.max_steps=20 (repeatable)")
 
@@ -32,7 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="cpu-tiny")
     p.add_argument("--out", default=None, help="output folder (default: runs/<preset>/)")
     p.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run, e.g. 00 02")
+    p.add_argument("--notebooks", default=None, help="folder of the numbered notebooks (default: the clone's)")
+    p.add_argument("--reference", action="store_true",
+                   help="maintainers (make reference): refresh the shipped erv_lab/reference_run/ from this cpu-tiny run")
     p.set_defaults(handler="erv_lab.cli:cmd_course")
+
+    p = sub.add_parser("path", help="print the absolute path of a shipped config, e.g. accelerate/zero3.yaml")
+    p.add_argument("name", help="a file under erv_lab/configs/, e.g. cpu-tiny.yaml or accelerate/zero3.yaml")
+    p.set_defaults(handler="erv_lab.cli:cmd_path")
 
     p = sub.add_parser("presets", help="list the presets and what they are for")
     p.set_defaults(handler="erv_lab.cli:cmd_presets")
@@ -102,6 +109,17 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_path(args: argparse.Namespace) -> int:
+    from erv_lab.paths import CONFIG_DIR
+
+    path = (CONFIG_DIR / args.name).resolve()
+    if CONFIG_DIR.resolve() not in path.parents or not path.is_file():
+        print(f"no shipped config {args.name!r}; see {CONFIG_DIR}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from erv_lab.config import list_presets, load_config
 
@@ -113,18 +131,24 @@ def cmd_presets(args: argparse.Namespace) -> int:
 def cmd_course(args: argparse.Namespace) -> int:
     from erv_lab.course import NotebookFailed, run_course
 
+    from pathlib import Path
+
+    if args.reference and (args.preset != "cpu-tiny" or args.only):
+        print("--reference needs the whole cpu-tiny course", file=sys.stderr)
+        return 2
     try:
-        result = run_course(args.preset, out=args.out, only=args.only)
+        result = run_course(args.preset, out=args.out, only=args.only,
+                            notebook_dir=Path(args.notebooks) if args.notebooks else None)
     except NotebookFailed as exc:
         print(f"\nCOURSE STOPPED in notebook {exc.notebook.name}, cell {exc.cell_index}.", file=sys.stderr)
         print(str(exc), file=sys.stderr)
         print("The executed copy (with the error) is in the run folder's notebooks/.", file=sys.stderr)
         return 1
-    from erv_lab.report import finalize_course  # timings into results.json; cpu-tiny refreshes reference_run/
+    from erv_lab.report import finalize_course  # timings into results.json (+ the reference run when asked)
 
-    final = finalize_course(result["run_dir"], args.preset, default_dir=args.out is None and not args.only)
+    final = finalize_course(result["run_dir"], args.preset, reference=args.reference)
     if final["reference_files"]:
-        print(f"reference_run/ refreshed: {', '.join(final['reference_files'])}")
+        print(f"erv_lab/reference_run/ refreshed: {', '.join(final['reference_files'])}")
     total = sum(result["timings"].values())
     print(f"\nCourse finished in {total:.0f} s. Executed notebooks and artifacts: {result['run_dir']}")
     summary = os.path.join(result["run_dir"], "results.md")

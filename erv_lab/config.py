@@ -1,6 +1,6 @@
 """Typed configuration: one dataclass per part of the paper, presets as short YAML diffs.
 
-Every default is written once, here, with a ``help`` string. A preset file in ``configs/<name>.yaml``
+Every default is written once, here, with a ``help`` string. A preset file in ``erv_lab/configs/<name>.yaml``
 lists only what differs from these defaults (nanoGPT style). ``load_config("cpu-tiny")`` returns a
 ``Config``; notebooks receive the preset *name* through their parameters cell and call the same function;
 the CLI builds the same object from YAML plus ``--set section.field=value`` overrides.
@@ -16,8 +16,7 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = REPO_ROOT / "configs"
+from erv_lab.paths import CONFIG_DIR, runs_root
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - mirrors dataclass/argparse naming
@@ -220,11 +219,27 @@ def build_config(raw: dict, preset: str = "custom") -> Config:
     return Config(preset=preset, **top, **sections)
 
 
-def load_config(preset: str | Path = "cpu-tiny", overrides: list[str] | dict | None = None) -> Config:
-    """Load ``configs/<preset>.yaml`` (or a path to a YAML file) and apply overrides.
+def auto_preset() -> tuple[str, str]:
+    """``(preset, why)`` for this hardware: colab-t4 on a CUDA GPU, else cpu-tiny."""
+    import torch
+
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        gib = torch.cuda.get_device_properties(0).total_memory / 2**30
+        return "colab-t4", f"a CUDA GPU was found ({name}, {gib:.0f} GiB)"
+    return "cpu-tiny", "no CUDA GPU was found"
+
+
+def load_config(preset: str | Path | None = "cpu-tiny", overrides: list[str] | dict | None = None) -> Config:
+    """Load ``erv_lab/configs/<preset>.yaml`` (package data; or a path to a YAML file) and apply overrides.
+
+    ``preset=None`` picks one from the hardware (:func:`auto_preset`) and says which.
 
     ``overrides`` is either ``["grpo.max_steps=10", ...]`` (the CLI's ``--set``) or a nested dict.
     """
+    if preset is None:
+        preset, why = auto_preset()
+        print(f"preset {preset!r} picked from the hardware: {why} (set `preset` in the parameters cell to choose)")
     path = Path(preset)
     if path.suffix not in (".yaml", ".yml"):
         path = CONFIG_DIR / f"{preset}.yaml"
@@ -244,9 +259,16 @@ def load_config(preset: str | Path = "cpu-tiny", overrides: list[str] | dict | N
     return build_config(raw, preset=path.stem)
 
 
-def run_dir(cfg: Config | str, base: str | Path | None = None) -> Path:
-    """Where a preset's executed notebooks and artifacts go: ``runs/<preset>/`` (git-ignored)."""
+def run_dir(cfg: Config | str, base: str | Path | None = None, say: bool = False) -> Path:
+    """Where a preset's executed notebooks and artifacts go: ``base``, else ``runs/<preset>/`` under
+    :func:`erv_lab.paths.runs_root` (never inside the installed package). ``say`` prints which and why."""
     name = cfg.preset if isinstance(cfg, Config) else str(cfg)
-    out = Path(base) if base is not None else REPO_ROOT / "runs" / name
+    if base is not None:
+        out, why = Path(base), "given"
+    else:
+        root, why = runs_root()
+        out = root / name
+    if say:
+        print(f"run folder: {out} ({why})")
     out.mkdir(parents=True, exist_ok=True)
     return out

@@ -17,7 +17,7 @@ from nbclient.exceptions import CellExecutionError
 from tqdm.auto import tqdm
 
 from erv_lab.config import load_config, run_dir
-from erv_lab.notebook_tools import NOTEBOOK_DIR, inject_parameters, numbered_notebooks
+from erv_lab.notebook_tools import inject_parameters, numbered_notebooks
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "TOKENIZERS_PARALLELISM": "false"}
@@ -57,10 +57,10 @@ def run_notebook(path: Path, params: dict, out_path: Path, timeout: int = 1800) 
 
 
 def run_course(preset: str = "cpu-tiny", out: str | Path | None = None, only: list[str] | None = None,
-               notebook_dir: Path = NOTEBOOK_DIR) -> dict:
+               notebook_dir: Path | None = None) -> dict:
     """Run every numbered notebook (or those whose name starts with an item of ``only``)."""
     cfg = load_config(preset)  # fail fast on a bad preset name, before starting kernels
-    out_dir = run_dir(cfg, out)
+    out_dir = run_dir(cfg, out, say=True)
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
     books = [p for p in numbered_notebooks(notebook_dir) if not only or any(p.name.startswith(o) for o in only)]

@@ -1,6 +1,6 @@
-"""GoEmotions (Demszky et al., ACL 2020), vendored in ``data/goemotions/``, loaded into ``datasets``.
+"""GoEmotions (Demszky et al., ACL 2020), vendored in ``erv_lab/vendor/goemotions/``, loaded into ``datasets``.
 
-Checks every file's sha256 against the table in ``data/goemotions/SOURCE.md`` before reading, parses the
+Checks every file's sha256 against the table in its ``SOURCE.md`` before reading, parses the
 TSVs with a real CSV reader (texts may be quoted, with ``""`` for a literal quote) and returns a
 ``datasets.DatasetDict`` with ``text``, ``label_ids`` and a 28-dim multi-hot ``labels`` in GoEmotions order.
 It trains nothing; the verifier and the judges consume it.
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from erv_lab.config import REPO_ROOT
 from erv_lab.labels import GOEMOTIONS
+from erv_lab.paths import GOEMOTIONS_DIR
 
-DATA_DIR = REPO_ROOT / "data" / "goemotions"
+DATA_DIR = GOEMOTIONS_DIR  # package data: erv_lab/vendor/goemotions/
 SPLITS = {"train": 43410, "dev": 5426, "test": 5427}  # rows per split (data_cards/goemotions.md)
 _ROW = re.compile(r"^\|\s*([\w.\-]+)\s*\|\s*[\d,]+\s*\|\s*([0-9a-f]{64})\s*\|", re.MULTILINE)
 
@@ -53,7 +53,7 @@ def verify(root: Path = DATA_DIR, names: tuple[str, ...] | None = None) -> None:
     for name in names or tuple(sums):
         path = root / name
         if not path.exists():
-            raise ChecksumError(f"missing {path}; re-copy data/goemotions/ from the repository")
+            raise ChecksumError(f"missing {path}; reinstall erv-lab (its GoEmotions copy is package data)")
         st = path.stat()
         if not _verified(str(path), sums[name], st.st_size, st.st_mtime):
             raise ChecksumError(f"{path} does not match its sha256 in SOURCE.md ({sums[name][:12]}…)")

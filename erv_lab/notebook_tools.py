@@ -5,19 +5,98 @@ notebooks itself.
 """
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 import nbformat
 
-from erv_lab.config import REPO_ROOT
 
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 COLAB_PREFIX = "https://colab.research.google.com/github/"
+BADGE = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+_BADGE_RE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\(https://colab\.research\.google\.com/github/[^)]*\)")
+INSTALL_MARK = "# Install (Colab only"
 
 
-def numbered_notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
-    """``NN_name.ipynb`` files in course order."""
+def repo_url() -> str:
+    """The repository's address, written once: ``[project.urls] Repository`` (package metadata, or the
+    clone's pyproject.toml)."""
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    from erv_lab.paths import source_checkout
+
+    repo = source_checkout()
+    if repo is not None:
+        import tomllib
+
+        return tomllib.loads((repo / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+    try:
+        for entry in metadata("erv-lab").get_all("Project-URL") or []:
+            label, _, url = entry.partition(",")
+            if label.strip().lower() == "repository":
+                return url.strip()
+    except PackageNotFoundError:
+        pass
+    raise RuntimeError("erv-lab's repository address is unknown (no [project.urls] Repository)")
+
+
+def colab_badge(notebook: str, url: str | None = None) -> str:
+    owner_repo = (url or repo_url()).removeprefix("https://github.com/").rstrip("/")
+    return f"{BADGE}({COLAB_PREFIX}{owner_repo}/blob/main/notebooks/{notebook})"
+
+
+def install_cell(url: str | None = None) -> str:
+    """The first code cell of every notebook. On Colab (or with ``ERV_LAB_FORCE_COLAB=1``, as the wheel test
+    does) it installs erv-lab with its ``colab`` extra unless it is already importable, keeping Colab's own
+    torch, torchvision and OpenCV, and asks for a runtime restart when the install replaced a package that was
+    already imported. ``ERV_LAB_PIP_SPEC`` / ``ERV_LAB_PIP_ARGS`` replace what is installed and how."""
+    spec = f"erv-lab[colab] @ git+{url or repo_url()}"
+    return f'''{INSTALL_MARK}; a no-op elsewhere): erv-lab and its `colab` extra, keeping Colab's own torch,
+# torchvision and OpenCV. Then print versions and the device.
+import importlib.util, os, sys
+if ("google.colab" in sys.modules or os.environ.get("ERV_LAB_FORCE_COLAB") == "1") \\
+        and importlib.util.find_spec("erv_lab") is None:
+    import importlib, importlib.metadata as md, subprocess
+    name = lambda d: str(d.metadata["Name"]).lower()  # noqa: E731
+    before = {{name(d): d.version for d in md.distributions()}}
+    spec = os.environ.get("ERV_LAB_PIP_SPEC", "{spec}")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", spec, *os.environ.get("ERV_LAB_PIP_ARGS", "").split()],
+                   check=True)
+    importlib.invalidate_caches()
+    changed = {{name(d) for d in md.distributions() if before.get(name(d), d.version) != d.version}}
+    loaded = {{dist.lower() for mod, dists in md.packages_distributions().items() if mod in sys.modules for dist in dists}}
+    if changed & loaded:
+        raise SystemExit("erv-lab is installed. RESTART THE RUNTIME NOW (Runtime > Restart session), then run all "
+                         "cells again; these packages were already loaded in their old versions: "
+                         + ", ".join(sorted(changed & loaded)))
+import erv_lab
+erv_lab.print_env();'''
+
+
+def sync_links(paths: list[Path], url: str | None = None) -> list[Path]:
+    """Rewrite each notebook's Colab badge and install cell from :func:`repo_url`; return those changed."""
+    url = url or repo_url()
+    changed = []
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        before = nbformat.writes(nb)
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                cell.source = _BADGE_RE.sub(colab_badge(path.name, url), cell.source)
+        first = next(c for c in nb.cells if c.cell_type == "code")
+        first.source = install_cell(url)
+        if nbformat.writes(nb) != before:
+            nbformat.write(nb, path)
+            changed.append(path)
+    return changed
+
+
+def numbered_notebooks(directory: Path | None = None) -> list[Path]:
+    """``NN_name.ipynb`` files in course order (default: :func:`erv_lab.paths.notebook_dir`)."""
+    if directory is None:
+        from erv_lab.paths import notebook_dir
+
+        directory = notebook_dir()
     return sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb"))
 
 
@@ -62,13 +141,14 @@ def convention_problems(path: Path) -> list[str]:
     md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     if any(c.get("outputs") or c.get("execution_count") is not None for c in code):
         problems.append("has committed outputs or execution counts (run `make strip`)")
-    if COLAB_PREFIX not in md or path.name not in md:
-        problems.append("no Colab badge linking to this notebook")
+    if colab_badge(path.name) not in md:
+        problems.append("no Colab badge linking to this notebook at [project.urls] Repository "
+                        "(python -m erv_lab.notebook_tools links)")
     if not code:
         return problems + ["has no code cells"]
     first = code[0].source
-    if "google.colab" not in first or "pip install" not in first:
-        problems.append("first code cell must hold the Colab install (a no-op locally)")
+    if first != install_cell():
+        problems.append("first code cell must be the generated Colab install cell (python -m erv_lab.notebook_tools links)")
     if "print_env()" not in first:
         problems.append("first code cell must print versions and device with erv_lab.print_env()")
     try:
@@ -85,8 +165,14 @@ def convention_problems(path: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["links"]:
+        from erv_lab.paths import notebook_dir
+
+        for path in sync_links([Path(a) for a in argv[1:]] or numbered_notebooks(notebook_dir())):
+            print(f"updated badge + install cell: {path}")
+        return 0
     if not argv or argv[0] != "strip":
-        print("usage: python -m erv_lab.notebook_tools strip NOTEBOOK...")
+        print("usage: python -m erv_lab.notebook_tools strip NOTEBOOK... | links [NOTEBOOK...]")
         return 2
     for name in argv[1:]:
         nb = nbformat.read(name, as_version=4)

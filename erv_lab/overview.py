@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from erv_lab.config import REPO_ROOT
+from erv_lab.paths import GOEMOTIONS_DIR, REFERENCE_DIR, runs_root
 
 # (notebook, what it teaches, hardware per preset)
 COURSE_MAP = [
@@ -22,11 +22,12 @@ COURSE_MAP = [
 ]
 
 
-def measured_minutes(run_root: Path = REPO_ROOT / "runs") -> dict[str, dict[str, float]]:
+def measured_minutes(run_root: Path | None = None) -> dict[str, dict[str, float]]:
     """Minutes per notebook per preset, from ``course_timings.json`` files written by ``erv-lab course``
-    (in ``runs/<preset>/`` or the shipped ``reference_run/``)."""
+    (in ``runs/<preset>/`` or the shipped ``erv_lab/reference_run/``)."""
     found: dict[str, dict[str, float]] = {}
-    candidates = list(run_root.glob("*/course_timings.json")) + list((REPO_ROOT / "reference_run").glob("course_timings.json"))
+    run_root = Path(run_root) if run_root is not None else runs_root()[0]
+    candidates = list(run_root.glob("*/course_timings.json")) + list(REFERENCE_DIR.glob("course_timings.json"))
     for path in candidates:
         preset = path.parent.name if path.parent.parent == run_root else "cpu-tiny (reference run)"
         try:
@@ -66,8 +67,8 @@ def check_environment() -> dict[str, tuple[bool, str]]:
         checks["opencv haar cascades"] = (ok, cv2.__version__ + ("" if ok else " (need 4.x with cv2.data)"))
     except Exception as exc:
         checks["opencv haar cascades"] = (False, f"not importable: {exc}")
-    goemo = REPO_ROOT / "data" / "goemotions" / "train.tsv"
-    checks["GoEmotions vendored"] = (goemo.exists(), str(goemo.relative_to(REPO_ROOT)))
+    goemo = GOEMOTIONS_DIR / "train.tsv"
+    checks["GoEmotions vendored"] = (goemo.exists(), str(goemo))
     offline = all(os.environ.get(v) == "1" for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))
     checks["offline mode (CPU presets)"] = (True, "on" if offline else "off: Hub presets may download models")
     return checks

@@ -1,9 +1,9 @@
 """The course report: ``results.json`` / ``results.md`` (paper-style table with 95 % intervals), the 2x2
-tables, the figures of notebook 05, and the shipped ``reference_run/``.
+tables, the figures of notebook 05, and the shipped ``erv_lab/reference_run/``.
 
 Reads what ``erv_lab.evaluate`` and ``erv_lab.train`` wrote in the run folder; computes no metric and runs
 no model. ``finalize_course`` is called by ``erv-lab course`` after the last notebook: it adds the
-course's per-notebook timings to results.json and, for the cpu-tiny preset, refreshes ``reference_run/``.
+course's per-notebook timings to results.json and, with ``make reference``, refreshes ``erv_lab/reference_run/``.
 """
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from erv_lab.config import REPO_ROOT
+from erv_lab.paths import REFERENCE_DIR, source_checkout
 
 ARM_NAMES = {"sft": "Cold-start SFT", "baseline": "GRPO baseline (format + accuracy)",
              "erv": "GRPO + ERV (format + accuracy + explanation)"}
 COLUMNS = ("UAR", "WAR", "EEA", "FCR", "FCR_given_correct", "EPC")
 HEADERS = {"FCR_given_correct": "FCR \\| correct"}
-REFERENCE_DIR = REPO_ROOT / "reference_run"
 # Small artifacts copied into reference_run/ (paths relative to the run folder; missing ones are skipped).
 # Model weights are not shipped: the cpu-tiny policies are 3.7 MB each (x3, measured) and retrain in minutes.
 REFERENCE_FILES = ("results.json", "results.md", "course_timings.json", "eval/records.json",
@@ -244,15 +243,18 @@ def copy_reference_run(run_dir: str | Path, dest: str | Path = REFERENCE_DIR) ->
     return copied
 
 
-def finalize_course(run_dir: str | Path, preset: str, default_dir: bool = True) -> dict[str, Any]:
-    """After ``erv-lab course``: put the course's timings into results.json / results.md and, for the
-    cpu-tiny preset in its default run folder (what ``make course`` does), refresh ``reference_run/``."""
+def finalize_course(run_dir: str | Path, preset: str, reference: bool = False) -> dict[str, Any]:
+    """After ``erv-lab course``: put the course's timings into results.json / results.md. With ``reference``
+    (``make reference``, a maintainer's step; ``make course`` never does it) a cpu-tiny run also refreshes the
+    shipped ``erv_lab/reference_run/`` of the clone it runs from."""
     run_dir = Path(run_dir)
     path = run_dir / "results.json"
     out: dict[str, Any] = {"results": None, "reference_files": []}
+    if reference and (preset != "cpu-tiny" or source_checkout() is None):
+        raise ValueError("the reference run is refreshed from a cpu-tiny course in a clone of the repository only")
     if path.exists():
         write_results(json.loads(path.read_text()), run_dir)
         out["results"] = str(path)
-        if preset == "cpu-tiny" and default_dir:
+        if reference:
             out["reference_files"] = copy_reference_run(run_dir)
     return out

@@ -5,7 +5,8 @@ import tomllib
 import yaml
 from packaging.requirements import Requirement
 
-from erv_lab.config import REPO_ROOT
+from pathlib import Path
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _norm(name: str) -> str:
@@ -52,7 +53,7 @@ GPU_ONLY = {"torchvision"}  # LLaVA-OneVision's processor needs it; its wheel do
 def test_pyproject_ranges_admit_the_pins():
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     reqs = list(project["dependencies"])
-    for extra in ("dev", "gpu"):
+    for extra in ("dev", "gpu", "cpu", "colab"):
         reqs += project["optional-dependencies"][extra]
     pins = _constraints()
     for spec in reqs:
@@ -63,6 +64,19 @@ def test_pyproject_ranges_admit_the_pins():
         pinned = pins.get(_norm(req.name))
         assert pinned is not None, f"{req.name} is a dependency but has no exact pin in constraints.txt"
         assert req.specifier.contains(pinned, prereleases=True), f"{req.name}=={pinned} violates {req.specifier}"
+
+
+def test_colab_keeps_its_own_torch_torchvision_and_opencv():
+    """Colab ships torch, torchvision and opencv-python: neither the base dependencies nor the `colab` extra may
+    bring another OpenCV distribution or a torchvision (which would pull another torch)."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    colab = [Requirement(s) for s in project["dependencies"] + project["optional-dependencies"]["colab"]]
+    names = {_norm(r.name) for r in colab}
+    assert not names & {"torchvision", "opencv-python", "opencv-python-headless", "opencv-contrib-python"}
+    torch = next(r for r in colab if _norm(r.name) == "torch")
+    assert torch.specifier.contains("2.9.0")  # a range Colab's torch is inside, never a pin
+    for extra in ("cpu", "gpu", "dev"):  # every other install gets the headless OpenCV
+        assert any(_norm(Requirement(s).name) == "opencv-python-headless" for s in project["optional-dependencies"][extra])
 
 
 def test_opencv_is_the_4x_headless_build_and_torchvision_is_absent():

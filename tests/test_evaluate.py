@@ -7,7 +7,8 @@ from PIL import Image
 
 from erv_lab import evaluate as E
 from erv_lab import report as R
-from erv_lab.config import REPO_ROOT, load_config
+from erv_lab.config import load_config
+from erv_lab.paths import REFERENCE_DIR
 from erv_lab.metrics import consistency_metrics, recognition_metrics
 
 LABELS = ["happy", "sad", "angry", "fear", "happy", "sad"]
@@ -222,22 +223,24 @@ def test_schema_problems_catches_a_missing_arm_and_a_percentage():
     assert "missing erv" in probs and any("baseline.EEA" in p for p in probs)
 
 
-def test_finalize_copies_the_reference_run_only_for_cpu_tiny(tmp_path, cfg, monkeypatch):
+def test_finalize_refreshes_the_reference_run_only_when_asked_and_only_for_cpu_tiny(tmp_path, cfg, monkeypatch):
     results = E.evaluate_models(fake_generators(), make_examples(), FakeJudge(), cfg, tmp_path)
     R.write_results(results, tmp_path)
     (tmp_path / "course_timings.json").write_text(json.dumps({"05.ipynb": 2.0}))
     dest = tmp_path / "reference"
     monkeypatch.setattr(R, "REFERENCE_DIR", dest)
     monkeypatch.setattr(R.copy_reference_run, "__defaults__", (dest,))
-    assert R.finalize_course(tmp_path, "smoke")["reference_files"] == []
+    assert R.finalize_course(tmp_path, "cpu-tiny")["reference_files"] == []  # make course: never
+    with pytest.raises(ValueError, match="cpu-tiny"):
+        R.finalize_course(tmp_path, "smoke", reference=True)
     assert not dest.exists()
-    got = R.finalize_course(tmp_path, "cpu-tiny")
+    got = R.finalize_course(tmp_path, "cpu-tiny", reference=True)  # make reference
     assert "results.json" in got["reference_files"] and "eval/records.json" in got["reference_files"]
     assert json.loads((dest / "results.json").read_text())["timings"] == {"05.ipynb": 2.0}
 
 
 def test_shipped_reference_run_matches_the_result_schema():
-    path = REPO_ROOT / "reference_run" / "results.json"
+    path = REFERENCE_DIR / "results.json"
     if not path.exists():
         pytest.skip("reference_run/results.json not produced yet: run `make course` (cpu-tiny) to create it")
     assert R.schema_problems(json.loads(path.read_text())) == []
@@ -250,7 +253,7 @@ def test_shipped_reference_run_shows_the_erv_arm_pulling_ahead_in_training():
     from erv_lab.config import load_config
     from erv_lab.curves import first_last, read_log_history
 
-    ref = REPO_ROOT / "reference_run"
+    ref = REFERENCE_DIR
     if not (ref / "erv" / "log_history.json").exists():
         pytest.skip("reference_run not produced yet: run `make course` (cpu-tiny) to create it")
     erv, base = read_log_history(ref / "erv"), read_log_history(ref / "baseline")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from erv_lab import goemotions
-from erv_lab.config import REPO_ROOT
+from pathlib import Path
+REPO_ROOT = Path(__file__).resolve().parents[1]
 from erv_lab.labels import GOEMOTIONS
 
 

@@ -84,9 +84,9 @@ def test_widget_builds_for_every_clip_and_shows_its_html(evaluated):
 
 
 def test_inspector_renders_every_clip_of_the_shipped_reference_run():
-    from erv_lab.config import REPO_ROOT
+    from erv_lab.paths import REFERENCE_DIR
 
-    path = REPO_ROOT / "reference_run" / "eval" / "records.json"
+    path = REFERENCE_DIR / "eval" / "records.json"
     if not path.exists():
         pytest.skip("reference_run/eval/records.json not produced yet: run `make course` (cpu-tiny) to create it")
     records = json.loads(path.read_text())
