@@ -85,6 +85,10 @@ class PolicyConfig:
     lora_alpha: int = _f(16, "LoRA alpha")
     vision_warmup_epochs: int = _f(3, "epochs warming the vision tower up as a clip classifier (frames + spectrogram)")
     freeze_vision: bool = _f(False, "freeze the vision tower during SFT/GRPO (keeps warmed-up features)")
+    attn_implementation: str | None = _f(None, "attention kernel of a kind=hub model: None = transformers' choice; "
+                                               "sdpa_repeat_kv = SDPA with the KV heads repeated first (a T4's "
+                                               "memory-efficient kernel has no GQA: without it SDPA falls back to "
+                                               "the O(L^2) math kernel)")
 
 
 @dataclass
@@ -106,9 +110,14 @@ class GRPOConfig:
     prompts_per_step: int = _f(4, "distinct prompts per optimisation step")
     temperature: float = _f(1.0, "rollout temperature (paper: 1.0)")
     max_completion_length: int = _f(96, "max new tokens per completion (paper: 512)")
-    micro_batch: int = _f(0, "completions per forward/backward pass (0: all prompts_per_step x G at once); "
-                             "smaller needs less GPU memory, the optimisation step is the same")
+    micro_batch: int = _f(0, "completions generated and trained on per pass (0: all prompts_per_step x G at "
+                             "once); a multiple of G. Smaller needs less GPU memory: the rollouts are generated "
+                             "micro_batch at a time (TRL steps_per_generation=1) and the gradients accumulate, so "
+                             "the optimisation step still sees prompts_per_step x G completions")
     gradient_checkpointing: bool = _f(False, "recompute activations during backward: less GPU memory, slower")
+    disable_dropout: bool = _f(False, "turn dropout off in the policy (and reference) during GRPO, as TRL advises")
+    loss_type: str = _f("dapo", "TRL loss normalisation: grpo = per-sequence token mean (the paper), dapo = "
+                                "token-level over the batch (TRL's default), dr_grpo, bnpo")
     seed: int = _f(0, "seed shared by both arms")
     logging_steps: int = _f(10, "log every N steps")
     save_steps: int = _f(50, "checkpoint every N steps (runs resume from the last one)")
@@ -123,6 +132,7 @@ class EvalConfig:
     greedy: bool = _f(True, "also report greedy decoding")
     bootstrap: int = _f(1000, "bootstrap resamples for 95 % intervals")
     max_new_tokens: int = _f(128, "max new tokens at evaluation")
+    batch_size: int = _f(192, "rows per generate() call at evaluation (the KV cache of a batch must fit the GPU)")
 
 
 SECTIONS = {
@@ -165,6 +175,15 @@ class Config:
             problems.append("reward.weights needs one weight per reward in reward.rewards")
         if self.grpo.num_generations < 2:
             problems.append("grpo.num_generations must be >= 2 (a group needs a spread)")
+        if self.grpo.micro_batch and self.grpo.micro_batch % self.grpo.num_generations:
+            problems.append(f"grpo.micro_batch ({self.grpo.micro_batch}) must be a multiple of "
+                            f"grpo.num_generations ({self.grpo.num_generations}): a group is generated together")
+        if self.grpo.loss_type not in ("grpo", "dapo", "dr_grpo", "bnpo"):
+            problems.append(f"grpo.loss_type must be grpo|dapo|dr_grpo|bnpo, got {self.grpo.loss_type!r}")
+        if self.eval.batch_size < 1:
+            problems.append("eval.batch_size must be >= 1")
+        if self.policy.attn_implementation not in (None, "eager", "sdpa", "sdpa_repeat_kv"):
+            problems.append("policy.attn_implementation must be null|eager|sdpa|sdpa_repeat_kv")
         if not 0.0 < self.verifier.threshold < 1.0:
             problems.append("verifier.threshold must be in (0, 1)")
         if self.verifier.top_k < 1:

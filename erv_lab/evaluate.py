@@ -225,7 +225,7 @@ def mean_explanation_reward(completions: Sequence[Sequence[str]], examples: Sequ
 
 # ---------------------------------------------------------------- the whole evaluation
 def evaluate_models(generators: dict[str, tuple[GenerateFn, str]], examples: Sequence[dict], judge: Any, cfg,
-                    run_dir: str | Path, verifier: Any = None, batch_size: int = 192,
+                    run_dir: str | Path, verifier: Any = None, batch_size: int | None = None,
                     extra_judges: dict[str, Any] | None = None) -> dict:
     """Decode, judge and score every model in ``generators`` (``{arm: (generate_fn, fingerprint)}``).
 
@@ -237,6 +237,7 @@ def evaluate_models(generators: dict[str, tuple[GenerateFn, str]], examples: Seq
     returns the results dict (``erv_lab.report.write_results`` adds timings and writes it).
     """
     run_dir = Path(run_dir)
+    batch_size = batch_size or cfg.eval.batch_size  # rows per generate() call: sized per preset
     dataset = examples[0].get("dataset", "dfew") if len(examples) else "dfew"
     labels = [ex["label"] for ex in examples]
     results: dict[str, Any] = {}
@@ -320,7 +321,7 @@ def policy_generator(model_dir: str | Path, cfg) -> tuple[GenerateFn, str]:
 
     def gen(examples, temperature, top_p, seed, max_new_tokens):
         return P.generate(model, processor, examples, temperature=temperature, top_p=top_p, seed=seed,
-                          max_new_tokens=max_new_tokens, audio=cfg.policy.audio, batch_size=len(examples))
+                          max_new_tokens=max_new_tokens, audio=cfg.policy.audio, batch_size=cfg.eval.batch_size)
     return gen, model_fingerprint(model_dir)
 
 

@@ -197,11 +197,51 @@ def lora_config(pcfg):
                       target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
 
 
+def sdpa_repeat_kv(module, query, key, value, attention_mask, **kwargs):
+    """transformers' SDPA attention with grouped-query KV heads repeated *before* the call.
+
+    With no attention mask, transformers passes GQA to SDPA as ``enable_gqa=True``; the flash kernel takes it,
+    but a T4 (sm75) has no flash SDPA and its memory-efficient kernel has no GQA, so SDPA falls back to the math
+    kernel, which materialises the (L x L) scores: about 20 GB per tensor for 8 rollouts of 6,650 tokens in fp32.
+    Repeating the KV heads costs (groups - 1) x the KV activations of one layer at a time. Registered with
+    transformers as ``attn_implementation="sdpa_repeat_kv"`` (``policy.attn_implementation``)."""
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+    groups = getattr(module, "num_key_value_groups", 1)
+    if groups > 1:
+        key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    return sdpa_attention_forward(_OneGroup(module), query, key, value, attention_mask, **kwargs)
+
+
+class _OneGroup:
+    """The attention module as transformers' SDPA function sees it, with its KV heads already repeated."""
+
+    num_key_value_groups = 1
+
+    def __init__(self, module):
+        self._module = module
+
+    def __getattr__(self, name):
+        return getattr(self._module, name)
+
+
+def _register_attention() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register("sdpa_repeat_kv", sdpa_repeat_kv)
+
+
 def load_base(path: str | Path, pcfg=None, device_map: Any = None):
-    """Load a saved or Hub VLM, in 4-bit NF4 when ``pcfg.load_in_4bit`` (QLoRA), else fp32 (CPU) / half (GPU)."""
+    """Load a saved or Hub VLM, in 4-bit NF4 when ``pcfg.load_in_4bit`` (QLoRA), else fp32 (CPU) / half (GPU).
+
+    The parameters that are not 4-bit stay in the compute dtype (half on a GPU): nothing is upcast to fp32.
+    """
     from transformers import AutoModelForImageTextToText
 
     kw: dict = {}
+    if pcfg is not None and getattr(pcfg, "attn_implementation", None):
+        _register_attention()
+        kw["attn_implementation"] = pcfg.attn_implementation
     if pcfg is not None and pcfg.load_in_4bit:
         kw["quantization_config"] = bnb_config()
         kw["device_map"] = device_map or ({"": 0} if torch.cuda.is_available() else {"": "cpu"})
@@ -215,12 +255,26 @@ def load_base(path: str | Path, pcfg=None, device_map: Any = None):
 
 
 def with_lora(model, pcfg):
-    """Wrap ``model`` with a fresh LoRA adapter (after k-bit preparation when it is quantised)."""
-    from peft import get_peft_model, prepare_model_for_kbit_training
+    """Wrap ``model`` with a fresh LoRA adapter (``peft.get_peft_model``, what TRL does with ``peft_config=``).
+
+    On a 4-bit base this is QLoRA *without* ``peft.prepare_model_for_kbit_training``: that helper casts every
+    parameter that is not 4-bit to fp32, so every activation ran in fp32 (memory, and SDPA's fused kernels need
+    half precision). Only the LoRA weights are fp32 (PEFT's default); the embeddings' outputs require grad so
+    that gradient checkpointing works."""
+    from peft import get_peft_model
 
     if getattr(model, "is_loaded_in_4bit", False):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model.enable_input_require_grads()
     return get_peft_model(model, lora_config(pcfg))
+
+
+def continue_adapter(path: str | Path, pcfg):
+    """A saved LoRA/QLoRA adapter on its (re-loaded, 4-bit when ``pcfg.load_in_4bit``) base, trainable: GRPO
+    continues the SFT adapter instead of merging it into a full-precision copy and re-quantising."""
+    from peft import PeftModel
+
+    base = json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
+    return PeftModel.from_pretrained(load_base(base, pcfg), str(path), is_trainable=True)
 
 
 def hub_processor(name: str):

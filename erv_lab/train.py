@@ -206,7 +206,10 @@ def build_initial_policy(cfg, train_ds, out: Path):
 
 
 def _trainable_policy(start, cfg):
-    """Model to train from ``start`` (a folder or Hub id): full, LoRA, or 4-bit NF4 + LoRA (QLoRA)."""
+    """Model to train from ``start`` (a folder or Hub id): full, LoRA, or 4-bit NF4 + LoRA (QLoRA); a folder
+    holding a QLoRA adapter (the SFT stage's) is continued on its base."""
+    if (Path(str(start)) / "adapter_config.json").exists():
+        return P.continue_adapter(start, cfg.policy)  # only LoRA weights train; the vision tower stays frozen
     model = P.load_base(start, cfg.policy)
     if cfg.policy.freeze_vision:  # keep the warmed-up (or pretrained) encoder; train projector + LM
         for p in P.vision_tower(model)[0].parameters():
@@ -217,15 +220,9 @@ def _trainable_policy(start, cfg):
 
 
 def save_merged(model, processor, start, path: Path, cfg, meta: dict) -> Path:
-    """Save a full model at ``path``. LoRA is merged; a 4-bit QLoRA adapter is merged into a
-    full-precision copy of its base (so GRPO can re-quantise it and use it as the KL reference)."""
-    if hasattr(model, "peft_config") and getattr(model, "is_loaded_in_4bit", False):
-        from peft import PeftModel
-
-        tmp = path.parent / (path.name + "-adapter")
-        model.save_pretrained(tmp)
-        base = P.load_base(start, None)
-        model = PeftModel.from_pretrained(base, tmp)
+    """Save the stage's model at ``path``: full fine-tuning as is, LoRA merged into its full-precision base,
+    a 4-bit QLoRA adapter as the adapter alone (its base is re-loaded in 4-bit by GRPO and evaluation: no merge
+    into a re-quantised copy, which would perturb the SFT result and write the whole model per stage)."""
     return P.save_policy(model, processor, path, meta)
 
 
@@ -381,10 +378,12 @@ def grpo_args(cfg, out: Path, **overrides):
     g = cfg.grpo
     per_device = max(g.num_generations, g.prompts_per_step * g.num_generations // _world_size())
     accumulate = 1
-    if g.micro_batch and g.micro_batch < per_device:  # same rollouts per step, fewer per backward pass
+    chunked = {}
+    if g.micro_batch and g.micro_batch < per_device:  # same rollouts per step, fewer per generate/backward pass
         if per_device % g.micro_batch:
             raise ValueError(f"grpo.micro_batch={g.micro_batch} must divide the {per_device} completions per device")
         per_device, accumulate = g.micro_batch, per_device // g.micro_batch
+        chunked = {"steps_per_generation": 1}  # generate micro_batch rollouts at a time (TRL: all at once)
     kw = dict(
         output_dir=str(out), max_steps=g.max_steps, num_train_epochs=g.num_train_epochs,
         learning_rate=g.learning_rate, beta=g.beta, num_generations=g.num_generations,
@@ -395,8 +394,7 @@ def grpo_args(cfg, out: Path, **overrides):
         report_to="none", use_cpu=not torch.cuda.is_available(), **P.precision_flags(),
         remove_unused_columns=False, lr_scheduler_type="constant_with_warmup",
         warmup_steps=0, log_completions=False, dataloader_num_workers=0,
-        loss_type="dapo",  # TRL's default; token-level normalisation (the paper's GRPO is sequence-level)
-        reward_weights=None)
+        loss_type=g.loss_type, disable_dropout=g.disable_dropout, reward_weights=None, **chunked)
     kw.update(overrides)
     return GRPOConfig(**kw)
 
@@ -408,7 +406,8 @@ def ensure_grpo(cfg, run_dir: str | Path, arm: str, dataset=None, reward_funcs: 
 
     Objective (per prompt, G samples, advantage A_i = (r_i - mean r) / (std r + eps)):
     maximise mean_t min(rho_t A_i, clip(rho_t, 1-eps, 1+eps) A_i) - beta KL(pi || pi_SFT).
-    The reference pi_SFT is the SFT model itself (full FT) or the adapter-disabled model (LoRA/QLoRA).
+    The reference pi_SFT is the SFT model itself (full FT, rebuilt by TRL from its saved path); for QLoRA,
+    whose SFT adapter GRPO continues, TRL 1.16 keeps a frozen copy of that adapter as the reference.
     """
     out = Path(run_dir) / (name or arm)
     final = out / "final"

@@ -68,10 +68,10 @@ def test_grpo_batch_holds_prompts_per_step_groups_of_g(tmp_path):
     assert args.per_device_train_batch_size == 12 and args.num_generations == 4
     assert args.generation_batch_size % args.num_generations == 0
     assert args.beta == 0.04 and args.use_cpu
-    cfg.grpo.micro_batch = 4  # same 12 rollouts per optimisation step, 4 per backward pass
+    cfg.grpo.micro_batch = 4  # same 12 rollouts per optimisation step, generated and back-propagated 4 at a time
     args = T.grpo_args(cfg, tmp_path)
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (4, 3)
-    assert args.generation_batch_size == 12 and args.steps_per_generation == 3
+    assert args.generation_batch_size == 4 and args.steps_per_generation == 1
     cfg.grpo.micro_batch = 5
     with pytest.raises(ValueError, match="must divide"):
         T.grpo_args(cfg, tmp_path)
@@ -200,7 +200,8 @@ def test_run_arms_trains_both_arms_side_by_side_in_worker_processes(splits, tmp_
 def test_hub_path_trains_a_llava_onevision_standin_with_qlora(splits, tmp_path, monkeypatch, tiny_onevision,
                                                               onevision_processor_cls):
     """The colab-t4 code path (kind: hub, LLaVA-OneVision class, its processor's image tiling, 4-bit NF4 + LoRA,
-    adapter merged into a full-precision copy) on a tiny random stand-in: SFT then one GRPO step."""
+    the SFT adapter continued by GRPO, SDPA with repeated KV heads) on a tiny random stand-in: SFT, one GRPO step,
+    reload, decode."""
     from bitsandbytes.nn import Linear4bit
     from transformers import AutoTokenizer, LlavaOnevisionImageProcessorPil
 
@@ -222,12 +223,16 @@ def test_hub_path_trains_a_llava_onevision_standin_with_qlora(splits, tmp_path, 
     cfg.policy.kind, cfg.policy.model_name, cfg.policy.load_in_4bit = "hub", str(base), True
     cfg.policy.lora_r, cfg.policy.lora_alpha = 4, 8
     cfg.grpo.micro_batch, cfg.grpo.gradient_checkpointing = 2, True  # the memory knobs of the GPU presets
+    cfg.grpo.disable_dropout, cfg.grpo.loss_type, cfg.policy.attn_implementation = True, "grpo", "sdpa_repeat_kv"
     loaded = P.load_base(base, cfg.policy)
     assert type(loaded).__name__ == "LlavaOnevisionForConditionalGeneration"
     assert any(isinstance(m, Linear4bit) for m in loaded.modules())
     sft = T.ensure_sft(cfg, tmp_path, dataset=splits)
     assert json.loads((sft / "policy.json").read_text())["kind"] == "hub"
+    # the SFT stage leaves its QLoRA adapter alone (no merge into a re-quantised copy); GRPO continues it
+    assert (sft / "adapter_config.json").exists() and not list(sft.glob("model*.safetensors"))
     final = T.ensure_grpo(cfg, tmp_path, "baseline", dataset=splits, reward_funcs=BASELINE)
     assert json.loads((tmp_path / "baseline" / "metrics.json").read_text())["global_step"] == 1
+    assert (final / "adapter_config.json").exists() and not list(final.glob("model*.safetensors"))
     model, proc = P.load_policy(final, cfg.policy)
     assert len(P.generate(model, proc, splits["test"].select(range(2)), max_new_tokens=4)) == 2
