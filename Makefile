@@ -14,12 +14,14 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: course test venv clean strip help
+.PHONY: course test venv clean strip links reference help
 
 help:
 	@echo "make course   - run the whole course on the $(PRESET) preset (writes runs/$(PRESET)/)"
 	@echo "make test     - run the test suite (unit tests + notebooks on the smoke preset)"
 	@echo "make strip    - strip outputs from notebooks before committing"
+	@echo "make links    - regenerate the notebooks' Colab badges and install cells from [project.urls]"
+	@echo "make reference - maintainers: run the cpu-tiny course and refresh the shipped erv_lab/reference_run/"
 
 venv: $(STAMP)
 
@@ -35,6 +37,12 @@ course: $(STAMP)
 test: $(STAMP)
 	@set +e; $(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no tests"; fi; exit $$rc
+
+reference: $(STAMP)
+	$(BIN)/erv-lab course --preset cpu-tiny --out runs/reference --reference
+
+links: $(STAMP)
+	$(BIN)/python -m erv_lab.notebook_tools links
 
 strip: $(STAMP)
 	$(BIN)/python -m erv_lab.notebook_tools strip notebooks/*.ipynb

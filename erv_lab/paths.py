@@ -11,7 +11,7 @@ import sys
 from importlib.resources import files
 from pathlib import Path
 
-PACKAGE_DIR = Path(str(files("erv_lab")))
+PACKAGE_DIR = Path(str(files("erv_lab"))).resolve()
 CONFIG_DIR = PACKAGE_DIR / "configs"
 ACCELERATE_DIR = CONFIG_DIR / "accelerate"
 GOEMOTIONS_DIR = PACKAGE_DIR / "vendor" / "goemotions"

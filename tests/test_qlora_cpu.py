@@ -11,6 +11,7 @@ import warnings
 import pytest
 import torch
 
+from erv_lab import kernels as K
 from erv_lab import policy as P
 from erv_lab.config import load_config
 
@@ -49,7 +50,7 @@ def _forward(model, processor, clips):
 def test_the_check_flags_the_layers_too_small_to_pack(processor, tmp_path):
     # hidden 32 (the smoke preset): q_proj 32->32, k_proj 32->16, CLIP 32->32 ... none of them packs
     model, _, caught = _tiny_llava_4bit(processor, tmp_path, hidden_size=32, vision_hidden_size=32)
-    bad = P.unpackable_4bit_layers(model)
+    bad = K.unpackable_4bit_layers(model)
     assert any("q_proj (32->32)" in b for b in bad) and any("k_proj (32->16)" in b for b in bad)
     assert caught and f"{len(bad)} 4-bit layer(s)" in caught[0]  # load_base said so, by count and name
 
@@ -69,12 +70,12 @@ def test_every_tiny_4bit_model_of_the_suite_fits_the_packed_cpu_format(processor
 
     llava, pcfg, caught = _tiny_llava_4bit(processor, tmp_path / "llava", **qlora_tiny_llava)
     assert sum(isinstance(m, Linear4bit) for m in llava.modules()) > 10  # LM, vision tower and projector
-    assert P.unpackable_4bit_layers(llava) == [] and not caught
+    assert K.unpackable_4bit_layers(llava) == [] and not caught
     base = P.build_standin("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", tmp_path / "ov", ["a b c"] * 4,
                            sizes=tiny_onevision, processor_cls=onevision_processor_cls)
     onevision = P.load_base(base, pcfg)
     assert sum(isinstance(m, Linear4bit) for m in onevision.modules()) > 10
-    assert P.unpackable_4bit_layers(onevision) == []
+    assert K.unpackable_4bit_layers(onevision) == []
 
 
 def test_the_real_language_model_sizes_pack():
