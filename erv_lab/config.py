@@ -28,9 +28,12 @@ def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - mirrors datac
 
 @dataclass
 class DataConfig:
-    source: str = _f("synthetic", "synthetic | dfew | mafw | folder: where clips come from")
+    source: Any = _f("synthetic", "synthetic | dfew | mafw | folder: where clips come from; a list (e.g. [mafw, "
+                                  "dfew], as the paper trains) trains on all of them, with root a map "
+                                  "{source: folder}, and evaluation reports each on its own test fold")
     layout: str = _f("dfew", "label set and on-disk layout of synthetic clips: dfew (7 classes) | mafw (11)")
-    root: str | None = _f(None, "root of a real dataset copy (DFEW/MAFW/folder); None = generate synthetic clips")
+    root: Any = _f(None, "root of a real dataset copy (DFEW/MAFW/folder), or {source: root} for several sources; "
+                         "None = generate synthetic clips")
     fold: int = _f(5, "evaluation fold 1..5 (the paper reports fold 5)")
     clips_per_class: int = _f(40, "synthetic clips generated per class (train + test)")
     test_fraction: float = _f(0.2, "share of synthetic clips in each fold's test split")
@@ -163,9 +166,15 @@ class Config:
         problems = []
         if self.data.layout not in ("dfew", "mafw"):
             problems.append(f"data.layout must be dfew or mafw, got {self.data.layout!r}")
-        if self.data.source not in ("synthetic", "dfew", "mafw", "folder"):
+        sources = self.data.source if isinstance(self.data.source, list) else [self.data.source]
+        if isinstance(self.data.source, list):
+            if not sources or len(set(sources)) != len(sources) or not set(sources) <= {"dfew", "mafw", "folder"}:
+                problems.append(f"a list data.source holds distinct real sources (dfew|mafw|folder), got {sources!r}")
+            elif not isinstance(self.data.root, dict) or set(self.data.root) != set(sources):
+                problems.append(f"data.source={sources!r} needs data.root as {{source: folder}} for each of them")
+        elif self.data.source not in ("synthetic", "dfew", "mafw", "folder"):
             problems.append(f"data.source must be synthetic|dfew|mafw|folder, got {self.data.source!r}")
-        if self.data.source != "synthetic" and not self.data.root:
+        elif self.data.source != "synthetic" and not self.data.root:
             problems.append(f"data.source={self.data.source!r} needs data.root (your licensed copy)")
         if not 1 <= self.data.fold <= 5:
             problems.append(f"data.fold must be in 1..5, got {self.data.fold}")

@@ -512,12 +512,23 @@ def _config_key(cfg) -> str:
     return hashlib.sha1(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def data_sources(cfg) -> list[tuple[str, Path | None]]:
+    """``[(source, root)]`` of ``cfg.data``: one pair, or one per dataset when ``source`` is a list (the paper
+    trains on MAFW and DFEW together). Synthetic: ``("synthetic", None)``."""
+    d = cfg.data
+    if isinstance(d.source, list):
+        return [(s, Path(d.root[s])) for s in d.source]
+    return [(d.source, None if d.source == "synthetic" else Path(d.root))]
+
+
 def ensure_dataset(cfg, run_dir: str | Path, verbose: bool = True) -> dict:
     """``{"train", "test"}`` HF Datasets for ``cfg`` (fold ``cfg.data.fold``), built once and reused.
 
-    Synthetic source: clips are generated under ``run_dir/data/synthetic_<layout>/`` first. Decoded clips
-    are cached in ``run_dir/data/cache/``; the finished splits are saved in ``run_dir/data/hf/<key>/`` (key =
-    hash of the data settings), so a second call decodes nothing. The skip report goes to ``report.json``.
+    Synthetic source: clips are generated under ``run_dir/data/synthetic_<layout>/`` first. Several sources
+    (:func:`data_sources`): their fold's train splits are trained on together and their test splits kept
+    apart by the ``dataset`` column. Decoded clips are cached in ``run_dir/data/cache/``; the finished splits
+    are saved in ``run_dir/data/hf/<key>/`` (key = hash of the data settings), so a second call decodes nothing.
+    The skip report (per source and split) goes to ``report.json``.
     """
     from datasets import load_from_disk
 
@@ -527,23 +538,27 @@ def ensure_dataset(cfg, run_dir: str | Path, verbose: bool = True) -> dict:
     if (hf_dir / "done").exists():  # the finished splits need neither the generator nor a video decoder
         return {s: load_from_disk(str(hf_dir / s)) for s in ("train", "test")}
     from erv_lab.synth import generate_from_config, read_meta
-    if d.source == "synthetic":
-        root, source = data_dir / f"synthetic_{d.layout}", d.layout
-        generate_from_config(cfg, root, verbose=verbose)
-    else:
-        root, source = Path(d.root), d.source
-    meta = read_meta(root)
+    pairs = []
+    for source, root in data_sources(cfg):
+        if source == "synthetic":
+            root, source = data_dir / f"synthetic_{d.layout}", d.layout
+            generate_from_config(cfg, root, verbose=verbose)
+        pairs.append((source, root, read_meta(root)))
+    several = len(pairs) > 1
     out, reports = {}, {}
     for split in ("train", "test"):
-        report = SkipReport()
-        recs = list_records(source, root, d.fold, split, report, labels=list(vocabulary(d.layout)))
-        rows = build_rows(recs, data_dir / "cache", split, d.num_frames, cfg.policy.image_size, d.face_crop,
-                          d.seed, meta, report, progress=verbose)
+        rows = []
+        for source, root, meta in pairs:
+            report = SkipReport()
+            labels = list(vocabulary(source if source in ("dfew", "mafw") else d.layout))
+            recs = list_records(source, root, d.fold, split, report, labels=labels)
+            rows += build_rows(recs, data_dir / "cache", split, d.num_frames, cfg.policy.image_size, d.face_crop,
+                               d.seed, meta, report, progress=verbose)
+            reports[f"{source}/{split}" if several else split] = report.as_dict()
+            if verbose:
+                print(f"[{split}] {source} fold {d.fold}: {report}")
         out[split] = to_dataset(rows)
         out[split].save_to_disk(str(hf_dir / split))
-        reports[split] = report.as_dict()
-        if verbose:
-            print(f"[{split}] {source} fold {d.fold}: {report}")
     (hf_dir / "report.json").write_text(json.dumps(reports, indent=1))
     (hf_dir / "done").write_text("ok")
     return {s: load_from_disk(str(hf_dir / s)) for s in ("train", "test")}
@@ -586,11 +601,20 @@ def export_jsonl(cfg, run_dir: str | Path, split: str = "train") -> Path:
     from erv_lab.synth import read_meta
 
     d = cfg.data
-    root = Path(run_dir) / "data" / f"synthetic_{d.layout}" if d.source == "synthetic" else Path(d.root)
-    source = d.layout if d.source == "synthetic" else d.source
-    recs = list_records(source, root, d.fold, split, SkipReport(), labels=list(vocabulary(d.layout)))
     out = Path(run_dir) / "data" / f"{split}.jsonl"
-    write_jsonl(recs, out, read_meta(root))
+    parts = []
+    for source, root in data_sources(cfg):
+        if source == "synthetic":
+            root, source = Path(run_dir) / "data" / f"synthetic_{d.layout}", d.layout
+        labels = list(vocabulary(source if source in ("dfew", "mafw") else d.layout))
+        recs = list_records(source, root, d.fold, split, SkipReport(), labels=labels)
+        part = out.with_name(f"{split}_{source}.jsonl")
+        write_jsonl(recs, part, read_meta(root))
+        parts.append(part)
+    if len(parts) == 1:
+        parts[0].replace(out)
+    else:  # several datasets: one file, records in source order
+        out.write_text("".join(p.read_text() for p in parts))
     return out
 
 

@@ -313,6 +313,30 @@ def _agreement(a: Sequence[Sequence[str | None]], b: Sequence[Sequence[str | Non
     return {"kappa": got["kappa"], "agreement": got["agreement"], "n": got["n"]}
 
 
+def evaluate_by_dataset(generators: dict[str, tuple[GenerateFn, str]], examples: Sequence[dict], judge: Any, cfg,
+                        run_dir: str | Path, **kw: Any) -> dict:
+    """:func:`evaluate_models` on each dataset's own test fold when ``examples`` hold several (a model trained
+    on MAFW + DFEW, as in the paper, is reported per dataset, never pooled across label sets).
+
+    One dataset: exactly :func:`evaluate_models` in ``run_dir``. Several: each in ``run_dir/datasets/<name>/``
+    (its own records, cache and results.json); the returned dict is the first dataset's results (so the
+    results.json schema holds) plus ``datasets: {name: results}`` for all of them."""
+    by: dict[str, list[dict]] = {}
+    for ex in examples:
+        by.setdefault(ex.get("dataset", "dfew"), []).append(ex)
+    if len(by) <= 1:
+        return evaluate_models(generators, examples, judge, cfg, run_dir, **kw)
+    from erv_lab.report import write_results
+
+    per = {}
+    for name, subset in by.items():
+        sub = Path(run_dir) / "datasets" / name
+        sub.mkdir(parents=True, exist_ok=True)
+        per[name] = write_results(evaluate_models(generators, subset, judge, cfg, sub, **kw), sub)
+    first = next(iter(per))
+    return {**per[first], "datasets": per}
+
+
 def policy_generator(model_dir: str | Path, cfg) -> tuple[GenerateFn, str]:
     """``(generate_fn, fingerprint)`` for a saved policy folder (``erv_lab.policy.load_policy``)."""
     from erv_lab import policy as P
@@ -360,8 +384,8 @@ def ensure_results(cfg, run_dir: str | Path, force: bool = False, dataset=None) 
     offline = copy.deepcopy(cfg)
     offline.verifier.judge = "minilm"  # the headline judge is always the offline one
     extra = {cfg.verifier.judge: ensure_judge(cfg, run_dir)} if cfg.verifier.judge != "minilm" else {}
-    results = evaluate_models(gens, examples, ensure_judge(offline, run_dir), cfg, run_dir,
-                              verifier=ensure_verifier(cfg, run_dir), extra_judges=extra)
+    results = evaluate_by_dataset(gens, examples, ensure_judge(offline, run_dir), cfg, run_dir,
+                                  verifier=ensure_verifier(cfg, run_dir), extra_judges=extra)
     return write_results(results, run_dir, eval_seconds=time.perf_counter() - t0)
 
 

@@ -44,7 +44,12 @@ def write_results(results: dict, run_dir: str | Path, eval_seconds: float | None
     results = dict(results)
     results["timings"] = _timings(run_dir, eval_seconds)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
-    (run_dir / "results.md").write_text(render_markdown(results))
+    if results.get("datasets"):  # several datasets: one section each, on its own test fold
+        md = "\n\n".join(f"# {name.upper()}\n\n" + render_markdown({**r, "timings": results["timings"]})
+                          for name, r in results["datasets"].items())
+    else:
+        md = render_markdown(results)
+    (run_dir / "results.md").write_text(md)
     return results
 
 

@@ -196,7 +196,8 @@ def build_initial_policy(cfg, train_ds, out: Path):
     corpus = list(train_ds["rationale"]) + list(train_ds["prosody"])
     processor = P.build_processor(P.train_tokenizer(corpus), pcfg.image_size)
     model = P.build_tiny_policy(pcfg, processor, seed=cfg.grpo.seed)
-    labels = vocabulary(train_ds[0]["dataset"])
+    labels = [lab for ds in sorted(set(train_ds["dataset"])) for lab in vocabulary(ds)]  # several datasets: all labels
+    labels = list(dict.fromkeys(labels))
     warm = P.warmup_vision(model, processor, train_ds, labels, pcfg.vision_warmup_epochs, seed=cfg.grpo.seed,
                           audio=pcfg.audio)
     meta = {"kind": "tiny-llava", "image_size": pcfg.image_size, "warmup": warm,

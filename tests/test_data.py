@@ -240,3 +240,26 @@ def test_face_crop_finds_a_real_face_and_reports_clips_without_one(dfew_root, tm
     rows = D.build_rows(recs, tmp_path / "c", "test", 2, 32, face_crop=True, report=report, progress=False)
     assert len(rows) == 1 and rows[0]["frames"][0].size == (32, 32)
     assert report.notes.get("no_face_found (kept uncropped)", 0) in (0, 1)
+
+
+def test_several_sources_train_together_and_keep_their_test_folds_apart(tmp_path):
+    """The paper trains on MAFW and DFEW together: data.source as a list, data.root as {source: folder}."""
+    from erv_lab.config import load_config
+    from erv_lab.synth import generate
+
+    roots = {}
+    for layout in ("dfew", "mafw"):
+        roots[layout] = str(tmp_path / layout)
+        generate(roots[layout], layout=layout, clips=2 * len(D.vocabulary(layout)), seed=0, frame_size=48,
+                 frames_per_clip=8, fps=8, verbose=False)
+    cfg = load_config("smoke", {"data": {"source": ["mafw", "dfew"], "root": roots}})
+    out = D.ensure_dataset(cfg, tmp_path / "run", verbose=False)
+    for split in ("train", "test"):
+        assert set(out[split]["dataset"]) == {"dfew", "mafw"}
+        for row in out[split].select(range(len(out[split]))):
+            assert row["label"] in D.vocabulary(row["dataset"])
+    assert set(D.last_report(cfg, tmp_path / "run")) == {"mafw/train", "dfew/train", "mafw/test", "dfew/test"}
+    jsonl = D.export_jsonl(cfg, tmp_path / "run", "test")
+    assert len(jsonl.read_text().splitlines()) == len(out["test"])
+    with pytest.raises(ValueError, match="data.root as"):
+        load_config("smoke", {"data": {"source": ["mafw", "dfew"], "root": roots["dfew"]}})

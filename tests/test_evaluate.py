@@ -314,3 +314,30 @@ def test_cli_evaluate_writes_and_prints_the_table(tmp_path, cfg, monkeypatch, ca
     assert main(["evaluate", "--preset", "smoke", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "| GRPO + ERV" in printed and f"results.json: {tmp_path / 'results.json'}" in printed
+
+
+def test_several_datasets_are_scored_each_on_its_own_test_fold(tmp_path, cfg):
+    from erv_lab.labels import vocabulary
+
+    im = Image.new("RGB", (8, 8))
+    examples = [{"clip_id": f"{ds}{i}", "label": lab, "dataset": ds, "frames": [im], "spectrogram": im}
+                for ds in ("dfew", "mafw") for i, lab in enumerate(list(vocabulary(ds))[:4])]
+
+    def truthful(exs, temperature, top_p, seed, max_new_tokens):
+        return [f"<think>It looks like {e['label']}.</think>\n<answer>{e['label']}</answer>" for e in exs]
+
+    class WordJudge:
+        name = "word"
+
+        def judge(self, texts, labels):
+            return [next((lab for lab in labels if lab in t), labels[0]) for t in texts]
+
+    gens = {arm: (truthful, arm) for arm in ("sft", "baseline", "erv")}
+    results = R.write_results(E.evaluate_by_dataset(gens, examples, WordJudge(), cfg, tmp_path), tmp_path)
+    assert set(results["datasets"]) == {"dfew", "mafw"}
+    for ds, res in results["datasets"].items():
+        assert res["protocol"]["dataset"] == ds and res["erv"]["n"] == 4 and res["erv"]["UAR"] == 1.0
+        assert (tmp_path / "datasets" / ds / "eval" / "records.json").exists()
+    assert R.schema_problems(results) == []  # the top level keeps the schema (the first dataset)
+    md = (tmp_path / "results.md").read_text()
+    assert "# DFEW" in md and "# MAFW" in md
