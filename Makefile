@@ -4,6 +4,8 @@
 PY      ?= python3
 VENV    ?= .venv
 PRESET  ?= cpu-tiny
+SET     ?=
+# e.g. make course SET="--set grpo.max_steps=20 --set eval.extra_judges=[gemma]"
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
@@ -32,14 +34,14 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	touch $(STAMP)
 
 course: $(STAMP)
-	$(BIN)/erv-lab course --preset $(PRESET)
+	$(BIN)/erv-lab course --preset $(PRESET) $(SET)
 
 test: $(STAMP)
 	@set +e; $(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no tests"; fi; exit $$rc
 
 reference: $(STAMP)
-	$(BIN)/erv-lab course --preset cpu-tiny --out runs/reference --reference
+	$(BIN)/erv-lab course --preset cpu-tiny --out runs/reference --reference --set "eval.extra_judges=[gemma]" $(SET)
 
 links: $(STAMP)
 	$(BIN)/python -m erv_lab.notebook_tools links

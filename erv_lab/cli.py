@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: runs/<preset>/)")
     p.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run, e.g. 00 02")
     p.add_argument("--notebooks", default=None, help="folder of the numbered notebooks (default: the clone's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override one config value in every notebook, e.g. --set grpo.max_steps=20 (repeatable)")
     p.add_argument("--reference", action="store_true",
                    help="maintainers (make reference): refresh the shipped erv_lab/reference_run/ from this cpu-tiny run")
     p.set_defaults(handler="erv_lab.cli:cmd_course")
@@ -63,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--face-crop", action="store_true")
     p.add_argument("--labels", default=None, help="folder dataset: comma-separated label list")
     p.add_argument("--csv", default=None, help="folder dataset: CSV with columns path,label")
+    p.add_argument("--missing-audio", choices=["skip", "silence"], default="skip",
+                   help="a clip without an audio track: skip it (default; a frame folder is kept) or keep it "
+                        "with a silent 16 kHz track, counted as silent_audio in the report")
     p.set_defaults(handler="erv_lab.data:cli_prepare")
 
     v = sub.add_parser("verifier", help="train, score with, or evaluate the Emotional Rationale Verifier")
@@ -99,6 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     _preset(p)
     p.add_argument("--out", default=None, help="run folder (default: runs/<preset>/)")
     p.set_defaults(handler="erv_lab.evaluate:cli_evaluate")
+
+    p = sub.add_parser("explain", help="your own clip through a run's models: frames, spectrogram, rationale, "
+                                       "answer, verifier labels, judge (JSON + HTML)")
+    p.add_argument("video", metavar="VIDEO", help="a video (with or without sound), a folder of frames, or a photo")
+    p.add_argument("--run", required=True, help="run folder holding sft/final, baseline/final and/or erv/final")
+    p.add_argument("--out", default=None, help="output folder (default: RUN/explain/<clip name>/)")
+    p.add_argument("--preset", default=None,
+                   help="preset name or YAML path (default: the one the run's models were trained with, else cpu-tiny)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override one config value, e.g. --set eval.max_new_tokens=64 (repeatable)")
+    p.set_defaults(handler="erv_lab.explain:cli_explain")
     return parser
 
 
@@ -138,7 +154,7 @@ def cmd_course(args: argparse.Namespace) -> int:
         return 2
     try:
         result = run_course(args.preset, out=args.out, only=args.only,
-                            notebook_dir=Path(args.notebooks) if args.notebooks else None)
+                            notebook_dir=Path(args.notebooks) if args.notebooks else None, overrides=args.overrides)
     except NotebookFailed as exc:
         print(f"\nCOURSE STOPPED in notebook {exc.notebook.name}, cell {exc.cell_index}.", file=sys.stderr)
         print(str(exc), file=sys.stderr)
@@ -148,7 +164,11 @@ def cmd_course(args: argparse.Namespace) -> int:
 
     final = finalize_course(result["run_dir"], args.preset, reference=args.reference)
     if final["reference_files"]:
+        from erv_lab.paths import source_checkout
+        from erv_lab.report import sync_docs
+
         print(f"erv_lab/reference_run/ refreshed: {', '.join(final['reference_files'])}")
+        print(f"results blocks regenerated: {', '.join(sync_docs(source_checkout())) or 'already current'}")
     total = sum(result["timings"].values())
     print(f"\nCourse finished in {total:.0f} s. Executed notebooks and artifacts: {result['run_dir']}")
     summary = os.path.join(result["run_dir"], "results.md")

@@ -61,7 +61,10 @@ class VerifierConfig:
     batch_size: int = _f(64, "batch size for training/scoring")
     threshold: float = _f(0.1, "tau: a label enters a sentence's set when its probability exceeds it")
     top_k: int = _f(2, "at most this many labels per sentence (top by probability)")
-    judge: str = _f("minilm", "offline judge, independent of the verifier: minilm | llm | hf")
+    judge: str = _f("zeroshot", "headline judge of EEA/FCR/EPC, independent of the reward by construction: "
+                                "zeroshot (MiniLM vs one label-word prototype per label, fit on nothing; "
+                                "offline) | llm (the paper's prompt, OpenAI-compatible endpoint) | hf (the "
+                                "paper's prompt, a local transformers causal LM)")
 
 
 @dataclass
@@ -136,6 +139,9 @@ class EvalConfig:
     bootstrap: int = _f(1000, "bootstrap resamples for 95 % intervals")
     max_new_tokens: int = _f(128, "max new tokens at evaluation")
     batch_size: int = _f(192, "rows per generate() call at evaluation (the KV cache of a batch must fit the GPU)")
+    extra_judges: list = _f([], "more independent judges scored beside the headline: gemma (the paper's prompt "
+                                "answered offline by Gemma 3 270M base, multiple-choice log-likelihood; needs "
+                                "erv-lab[judge]; about 0.2-1 s per rationale on 2 cores)")
 
 
 SECTIONS = {
@@ -189,6 +195,8 @@ class Config:
                             f"grpo.num_generations ({self.grpo.num_generations}): a group is generated together")
         if self.grpo.loss_type not in ("grpo", "dapo", "dr_grpo", "bnpo"):
             problems.append(f"grpo.loss_type must be grpo|dapo|dr_grpo|bnpo, got {self.grpo.loss_type!r}")
+        if not set(self.eval.extra_judges) <= {"gemma"}:
+            problems.append(f"eval.extra_judges may hold: gemma; got {self.eval.extra_judges!r}")
         if self.eval.batch_size < 1:
             problems.append("eval.batch_size must be >= 1")
         if self.policy.attn_implementation not in (None, "eager", "sdpa", "sdpa_repeat_kv"):

@@ -57,9 +57,11 @@ def run_notebook(path: Path, params: dict, out_path: Path, timeout: int = 1800) 
 
 
 def run_course(preset: str = "cpu-tiny", out: str | Path | None = None, only: list[str] | None = None,
-               notebook_dir: Path | None = None) -> dict:
-    """Run every numbered notebook (or those whose name starts with an item of ``only``)."""
-    cfg = load_config(preset)  # fail fast on a bad preset name, before starting kernels
+               notebook_dir: Path | None = None, overrides: list[str] | None = None) -> dict:
+    """Run every numbered notebook (or those whose name starts with an item of ``only``); ``overrides``
+    (``["section.field=value"]``, the CLI's ``--set``) reach every notebook's parameters cell."""
+    overrides = list(overrides or [])
+    cfg = load_config(preset, overrides)  # fail fast on a bad preset name or override, before starting kernels
     out_dir = run_dir(cfg, out, say=True)
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
@@ -70,7 +72,7 @@ def run_course(preset: str = "cpu-tiny", out: str | Path | None = None, only: li
     bar = tqdm(books, desc=f"course [{preset}]", unit="notebook")
     for path in bar:
         bar.set_postfix_str(path.name)
-        params = {"preset": preset, "run_dir": str(out_dir)}
+        params = {"preset": preset, "run_dir": str(out_dir), "overrides": overrides}
         timings[path.name] = round(run_notebook(path, params, out_dir / "notebooks" / path.name), 1)
     (out_dir / "course_timings.json").write_text(json.dumps(timings, indent=2))
     return {"run_dir": str(out_dir), "timings": timings}

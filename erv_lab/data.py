@@ -31,6 +31,8 @@ INSTRUCTION = (  # the paper's instruction (ERV_METHOD.md); erv_lab.policy re-ex
 VIDEO_EXT = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 FRAME_EXT = (".jpg", ".jpeg", ".png", ".bmp")
 MAFW_SPLIT_NAMES = ("Train & Test Set", "Train_Test_Set", "Train&Test Set", "train_test_set")
+DFEW_SPLIT_NAMES = ("{split}(single-labeled)", "{split}(single_labeled)", "{split}_single_labeled")
+MISSING_AUDIO = ("skip", "silence")  # what prepare_clip / build_rows do with a clip that has no audio track
 
 
 class DataError(RuntimeError):
@@ -39,11 +41,17 @@ class DataError(RuntimeError):
 
 @dataclass
 class SkipReport:
-    """Counts of skipped clips by reason (plus a few examples) and of clips kept."""
+    """Counts of skipped clips by reason (plus a few examples) and of clips kept.
+
+    ``silent_audio`` counts the kept clips that had no audio track and were given a silent one
+    (``missing_audio="silence"``); it appears in ``as_dict`` and the text only when non-zero, so reports of
+    runs that never fill audio stay as they were.
+    """
     kept: int = 0
     skipped: Counter = field(default_factory=Counter)
     notes: Counter = field(default_factory=Counter)
     examples: dict = field(default_factory=dict)
+    silent_audio: int = 0
 
     def skip(self, reason: str, clip: str) -> None:
         self.skipped[reason] += 1
@@ -52,12 +60,18 @@ class SkipReport:
             self.examples[reason].append(clip)
 
     def as_dict(self) -> dict:
-        return {"kept": self.kept, "skipped": dict(self.skipped), "notes": dict(self.notes),
-                "examples": self.examples}
+        out = {"kept": self.kept, "skipped": dict(self.skipped), "notes": dict(self.notes),
+               "examples": self.examples}
+        if self.silent_audio:
+            out["silent_audio"] = self.silent_audio
+        return out
 
     def __str__(self) -> str:
         lines = [f"kept {self.kept} clips, skipped {sum(self.skipped.values())}"]
         lines += [f"  skipped {n:5d}  {r}  (e.g. {', '.join(self.examples[r])})" for r, n in self.skipped.most_common()]
+        if self.silent_audio:
+            lines.append(f"  silent  {self.silent_audio:5d}  silent_audio (no audio track: kept with a silent "
+                         "16 kHz track)")
         lines += [f"  note    {n:5d}  {r}" for r, n in self.notes.most_common()]
         return "\n".join(lines)
 
@@ -75,19 +89,30 @@ def _locate(root: Path, cid: str, videos: str, frame_dirs: tuple[str, ...]) -> P
     return next((root / d / cid for d in frame_dirs if (root / d / cid).is_dir()), None)
 
 
+def dfew_split_file(root: str | Path, fold: int, split: str) -> Path:
+    """``EmoLabel_DataSplit/<folder>/set_{fold}.csv`` of DFEW, from the first of the folder names copies use
+    (``DFEW_SPLIT_NAMES``: ``{split}(single-labeled)``, ``{split}(single_labeled)``, ``{split}_single_labeled``)
+    that holds this fold's file: a copy may hold several of them, with different folds in each. Raises
+    DataError naming every folder searched when none has it."""
+    base = Path(root) / "EmoLabel_DataSplit"
+    dirs = [base / name.format(split=split) for name in DFEW_SPLIT_NAMES]
+    for d in dirs:
+        if (d / f"set_{fold}.csv").is_file():
+            return d / f"set_{fold}.csv"
+    searched = ", ".join(f"{d}/" + ("" if d.is_dir() else " (no such folder)") for d in dirs)
+    raise DataError(f"DFEW split file set_{fold}.csv not found; searched {searched}")
+
+
 def list_dfew(root: str | Path, fold: int, split: str, report: SkipReport | None = None) -> list[dict]:
-    """Records of DFEW ``EmoLabel_DataSplit/{split}(single-labeled|single_labeled)/set_{fold}.csv``.
+    """Records of DFEW ``EmoLabel_DataSplit/{split}(single-labeled|single_labeled)/set_{fold}.csv``
+    (every folder-name variant is searched for the fold's file: :func:`dfew_split_file`).
 
     Ids are unpadded integers -> ``XXXXX``; labels 1..7 -> happy, sad, neutral, angry, surprise, disgust,
     fear. Clips come from ``Clip/original/XXXXX.mp4``, else ``Clip/clip_224x224_16f/XXXXX/`` or
     ``Clip/clip_224x224/XXXXX/`` frame folders.
     """
     root, report = Path(root), report if report is not None else SkipReport()
-    base = root / "EmoLabel_DataSplit"
-    d = _find(base, f"{split}(single-labeled)", f"{split}(single_labeled)", f"{split}_single_labeled")
-    path = d / f"set_{fold}.csv" if d else None
-    if path is None or not path.exists():
-        raise DataError(f"DFEW split file not found: {base}/{split}(single-labeled)/set_{fold}.csv")
+    path = dfew_split_file(root, fold, split)
     vocab, out = vocabulary("dfew"), []
     with open(path, newline="", encoding="utf-8-sig") as fh:
         for row in csv.DictReader(fh):
@@ -210,8 +235,9 @@ class DecodeError(RuntimeError):
 def decode_clip(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     """All frames (T, H, W, 3) uint8 RGB and 16 kHz mono float32 audio (None when there is no audio track).
 
-    A frame folder gives its images in name order and no audio. Raises DecodeError(reason) for empty,
-    truncated or unreadable files.
+    A frame folder gives its images in name order and no audio; a still image (``FRAME_EXT``, decoded by
+    PyAV like a video) gives one frame and no audio. Raises DecodeError(reason) for empty, truncated or
+    unreadable files.
     """
     import cv2
 
@@ -374,20 +400,41 @@ def _decode_frames(buf: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.stack([cv2.imdecode(buf[a:b], cv2.IMREAD_COLOR)[:, :, ::-1] for a, b in zip(offs[:-1], offs[1:])])
 
 
+def silent_track(path: str | Path) -> np.ndarray:
+    """Zeros at 16 kHz as long as the container at ``path`` says the clip lasts; one second for a frame
+    folder, or when the container says 0.1 s or less (a still image) or nothing."""
+    path, seconds = Path(path), 0.0
+    if path.is_file():
+        import av
+
+        try:
+            with av.open(str(path)) as box:
+                seconds = (box.duration or 0) / av.time_base
+        except (av.error.FFmpegError, ValueError, OSError):
+            seconds = 0.0
+    return np.zeros(int(round((seconds if seconds > 0.1 else 1.0) * SR)), np.float32)
+
+
 def prepare_clip(rec: dict, cache_dir: str | Path, image_size: int = 32, cache_frames: int = 16,
                  face_crop: bool = False, missing_audio: str = "skip") -> dict:
     """Decode one clip once and cache ``cache_frames`` uniformly spaced frames at ``image_size`` px (after an
     optional face crop), its log-mel and prosody, in ``cache_dir``. Later calls read the cache (no decoding).
 
     Returns ``{"frames": (cache_frames, S, S, 3) uint8, "mel": (64, T) dB, "prosody": str, "face": bool|None,
-    "has_audio": bool}``. Raises DecodeError (reason ``no_audio`` for a video file without an audio track
-    when ``missing_audio="skip"``; ``"silence"`` keeps it with a silent spectrogram).
+    "has_audio": bool}`` (``has_audio``: the clip has an audio track of its own). Raises DecodeError. A clip
+    without an audio track: with ``missing_audio="skip"`` (default) a video file or still image raises reason
+    ``no_audio`` and a frame folder is kept with the floor-value spectrogram of ``log_mel(None)``; with
+    ``"silence"`` every such clip is kept and its spectrogram and prosody are computed from a silent 16 kHz
+    track (:func:`silent_track`). The two modes never share a cache file.
     """
     import cv2
 
+    if missing_audio not in MISSING_AUDIO:
+        raise ValueError(f"missing_audio must be one of {', '.join(MISSING_AUDIO)}, got {missing_audio!r}")
     path = Path(rec["path"])
     st = path.stat() if path.exists() else None
     sig = f"{path.resolve()}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}|{image_size}|{cache_frames}|{face_crop}"
+    sig += "" if missing_audio == "skip" else f"|{missing_audio}"  # the default's cache keys stay as they were
     cache = Path(cache_dir) / f"{rec['dataset']}_{rec['clip_id']}_{hashlib.sha1(sig.encode()).hexdigest()[:10]}.npz"
     if cache.exists():
         with np.load(cache) as z:
@@ -396,8 +443,11 @@ def prepare_clip(rec: dict, cache_dir: str | Path, image_size: int = 32, cache_f
                     "has_audio": bool(z["has_audio"])}
     frames, audio = decode_clip(path)
     STATS["decoded"] += 1
-    if audio is None and not path.is_dir() and missing_audio == "skip":
+    has_audio = audio is not None
+    if not has_audio and not path.is_dir() and missing_audio == "skip":
         raise DecodeError("no_audio", str(path))
+    if not has_audio and missing_audio == "silence":
+        audio = silent_track(path)
     face = None
     if face_crop:
         box = face_box(frames)
@@ -408,7 +458,7 @@ def prepare_clip(rec: dict, cache_dir: str | Path, image_size: int = 32, cache_f
     picked = frames[sample_indices(len(frames), cache_frames)]
     small = np.stack([cv2.resize(f, (image_size, image_size), interpolation=cv2.INTER_AREA) for f in picked])
     mel = log_mel(audio)
-    out = {"frames": small, "mel": mel, "prosody": prosody(audio), "face": face, "has_audio": audio is not None}
+    out = {"frames": small, "mel": mel, "prosody": prosody(audio), "face": face, "has_audio": has_audio}
     buf, lengths = _encode_frames(small)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npz")  # written then renamed: an interrupted run never leaves half a file
@@ -437,34 +487,49 @@ def list_records(source: str, root: str | Path, fold: int, split: str, report: S
     return [dict(r, fold=fold) for r in recs if in_test(r) == (split == "test")]
 
 
+def clip_row(rec: dict, clip: dict, split: str, num_frames: int, image_size: int, rng: random.Random,
+             side: dict | None = None) -> dict:
+    """One row of the ``ensure_dataset`` schema from a prepared clip (:func:`prepare_clip`): ``num_frames``
+    of its cached frames (segment centres for ``split="test"``, one frame per segment drawn from ``rng`` for
+    ``"train"``), its spectrogram image at ``image_size`` px and prosody; rationale, drift and cues from the
+    synthetic side file entry ``side`` (empty when None)."""
+    from PIL import Image
+
+    idx = sample_indices(len(clip["frames"]), num_frames, train=(split == "train"), rng=rng)
+    side = side or {}
+    return {"clip_id": rec["clip_id"], "dataset": rec["dataset"], "fold": int(rec["fold"]),
+            "label": rec["label"], "frames": [Image.fromarray(clip["frames"][j]) for j in idx],
+            "spectrogram": spectrogram_image(clip["mel"], image_size), "prosody": clip["prosody"],
+            "rationale": side.get("rationale", ""), "drifted": bool(side.get("drifted", False)),
+            "cues": json.dumps(side.get("cues", {}), ensure_ascii=False)}
+
+
 def build_rows(records: list[dict], cache_dir: str | Path, split: str, num_frames: int = 8, image_size: int = 32,
                face_crop: bool = False, seed: int = 0, meta: dict | None = None,
-               report: SkipReport | None = None, progress: bool = True) -> list[dict]:
-    """Rows with the ``ensure_dataset`` schema. Train rows take a random frame per segment (seeded per clip),
-    test rows the centre frame. ``meta`` is the synthetic side file (rationale, drift, cues) when present."""
-    from PIL import Image
+               report: SkipReport | None = None, progress: bool = True, missing_audio: str = "skip") -> list[dict]:
+    """Rows with the ``ensure_dataset`` schema (:func:`clip_row`). Train rows take a random frame per segment
+    (seeded per clip), test rows the centre frame. ``meta`` is the synthetic side file (rationale, drift, cues)
+    when present. ``missing_audio`` is :func:`prepare_clip`'s: with ``"silence"`` the clips given a silent
+    track are counted in ``report.silent_audio`` (with ``"skip"`` a kept frame folder is a
+    ``frames_only`` note)."""
     from tqdm.auto import tqdm
 
     report = report if report is not None else SkipReport()
     rows = []
     for i, rec in enumerate(tqdm(records, desc=f"clips ({split})", disable=not progress, leave=False)):
         try:
-            clip = prepare_clip(rec, cache_dir, image_size, max(16, 2 * num_frames), face_crop)
+            clip = prepare_clip(rec, cache_dir, image_size, max(16, 2 * num_frames), face_crop, missing_audio)
         except DecodeError as exc:
             report.skip(exc.reason, rec["clip_id"])
             continue
         if clip["face"] is False:
             report.notes["no_face_found (kept uncropped)"] += 1
-        if not clip["has_audio"]:
+        if not clip["has_audio"] and missing_audio == "silence":
+            report.silent_audio += 1
+        elif not clip["has_audio"]:
             report.notes["frames_only (silent spectrogram)"] += 1
         rng = random.Random(seed * 1_000_003 + i)
-        idx = sample_indices(len(clip["frames"]), num_frames, train=(split == "train"), rng=rng)
-        side = (meta or {}).get(rec["clip_id"], {})
-        rows.append({"clip_id": rec["clip_id"], "dataset": rec["dataset"], "fold": int(rec["fold"]),
-                     "label": rec["label"], "frames": [Image.fromarray(clip["frames"][j]) for j in idx],
-                     "spectrogram": spectrogram_image(clip["mel"], image_size), "prosody": clip["prosody"],
-                     "rationale": side.get("rationale", ""), "drifted": bool(side.get("drifted", False)),
-                     "cues": json.dumps(side.get("cues", {}), ensure_ascii=False)})
+        rows.append(clip_row(rec, clip, split, num_frames, image_size, rng, (meta or {}).get(rec["clip_id"])))
         report.kept += 1
     if not rows:
         raise DataError(f"no usable clip in {split} ({len(records)} listed)\n{report}")
@@ -566,7 +631,8 @@ def ensure_dataset(cfg, run_dir: str | Path, verbose: bool = True) -> dict:
 
 def cli_prepare(args) -> int:
     """``erv-lab prepare``: list a fold, decode + cache every clip, print class counts and the skip report,
-    write R1-Omni JSONL."""
+    write R1-Omni JSONL. ``--missing-audio silence`` keeps clips without an audio track (a silent track;
+    counted as ``silent_audio`` in the report) instead of skipping them."""
     report = SkipReport()
     labels = args.labels.split(",") if args.labels else None
     from erv_lab.synth import read_meta
@@ -575,7 +641,7 @@ def cli_prepare(args) -> int:
         recs = list_records(args.dataset, args.root, args.fold, args.split, report, labels=labels, csv_path=args.csv)
         out = Path(args.out)
         rows = build_rows(recs, out.parent / f"{out.stem}_cache", args.split, args.frames, 112, args.face_crop,
-                          report=report, progress=False)
+                          report=report, progress=False, missing_audio=getattr(args, "missing_audio", "skip"))
     except DataError as exc:
         print(f"error: {exc}")
         return 1

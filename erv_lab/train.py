@@ -24,6 +24,7 @@ import torch
 from transformers import TrainerCallback
 
 from erv_lab import policy as P
+from erv_lab import reuse
 from erv_lab.curves import arm_histories, read_log_history, write_log_history
 from erv_lab.labels import vocabulary
 
@@ -127,16 +128,8 @@ def stage_settings(cfg, stage: str, arm: str | None = None) -> dict:
                                   "reward": dataclasses.asdict(cfg.reward), "arm": arm}, default=str))
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
 def _settings_match(out: Path, settings: dict) -> bool:
-    f = out / "settings.json"
-    return f.exists() and json.loads(f.read_text()) == settings
+    return reuse.matches(out, settings)
 
 
 def _finished(out: Path, settings: dict) -> bool:
@@ -148,36 +141,16 @@ def _claim_stage(out: Path, settings: dict) -> None:
     """Before a stage (re)builds anything in ``out``: move a stale ``out`` aside, then record ``settings``."""
     if _is_main():
         check_stage(out, settings)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "settings.json").write_text(json.dumps(settings, indent=1))
+        reuse.record(out, settings)
     else:
         out.mkdir(parents=True, exist_ok=True)
 
 
 def check_stage(out: Path, settings: dict) -> None:
     """Keep ``out`` when it was made with ``settings`` (reuse / resume); otherwise move it aside to
-    ``<out>.stale`` (replacing an older one) with a warning naming what changed, so that the stage retrains
+    ``<out>.stale`` with a warning naming what changed (``erv_lab.reuse``), so that the stage retrains
     instead of silently reusing a model trained with other settings."""
-    import shutil
-    import warnings
-
-    if not out.exists() or not any(p.name in ("final", "init") or p.name.startswith("checkpoint-")
-                                   for p in out.iterdir()):
-        return  # no model in it (at most logs): nothing to be stale
-    if _settings_match(out, settings):
-        return
-    saved_file = out / "settings.json"
-    saved = json.loads(saved_file.read_text()) if saved_file.exists() else None
-    if saved is None:
-        why = "it has no settings.json (made by an older erv-lab)"
-    else:
-        a, b = _flat(saved), _flat(settings)
-        diff = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-        why = "settings changed: " + "; ".join(diff[:6]) + (" ..." if len(diff) > 6 else "")
-    stale = out.with_name(out.name + ".stale")
-    shutil.rmtree(stale, ignore_errors=True)
-    out.rename(stale)
-    warnings.warn(f"{out} was not reused: {why}. Moved it to {stale} and training again.", stacklevel=3)
+    reuse.check(out, settings, artefacts=("final", "init", "checkpoint-*"), what="training again", stacklevel=4)
 
 
 # ---------------------------------------------------------------- cold-start SFT

@@ -456,18 +456,30 @@ def train_verifier(cfg, progress: bool | None = True, rationale_rows: Sequence[d
     return model
 
 
+def verifier_settings(cfg) -> dict:
+    """What a trained verifier depends on (``erv_lab.reuse``): its kind, model, training rows and schedule,
+    and the seeds; not the reward's tau / top-k, which only read it."""
+    v = cfg.verifier
+    keep = {k: getattr(v, k) for k in ("kind", "max_train", "epochs", "learning_rate", "batch_size")}
+    if v.kind != "tfidf":
+        keep["model_name"] = v.model_name
+    return {"verifier": keep, "data_seed": cfg.data.seed, "layout": cfg.data.layout}
+
+
 def ensure_verifier(cfg, run_dir: str | Path, progress: bool | None = True):
-    """Load ``run_dir/verifier`` when it holds a verifier of ``cfg.verifier.kind`` trained with the same
-    ``max_train``; otherwise train one and save it there."""
+    """Load ``run_dir/verifier`` when it was trained with :func:`verifier_settings` of ``cfg``; otherwise
+    (moving a stale one aside with a warning) train one and save it there."""
+    from erv_lab import reuse
+
     out = Path(run_dir) / "verifier"
-    if (out / CONFIG_FILE).exists():
-        cfg_saved = json.loads((out / CONFIG_FILE).read_text())
-        if cfg_saved.get("kind") == cfg.verifier.kind and cfg_saved.get("info", {}).get("max_train") == \
-                cfg.verifier.max_train:
-            return load_verifier(out)
+    settings = verifier_settings(cfg)
+    if reuse.check(out, settings, artefacts=(CONFIG_FILE,), what="training a new verifier") and \
+            (out / CONFIG_FILE).exists():
+        return load_verifier(out)
     model = train_verifier(cfg, progress)
     model.info["max_train"] = cfg.verifier.max_train
     model.save(out)
+    reuse.record(out, settings)
     model.path = str(out)
     return model
 

