@@ -122,6 +122,8 @@ class GRPOConfig:
                              "the optimisation step still sees prompts_per_step x G completions")
     gradient_checkpointing: bool = _f(False, "recompute activations during backward: less GPU memory, slower")
     disable_dropout: bool = _f(False, "turn dropout off in the policy (and reference) during GRPO, as TRL advises")
+    degenerate_lesson: bool = _f(False, "notebook 04 also trains the reward-hacking lesson run (the paper's lazy "
+                                        "format check, no KL, lr 3e-4); otherwise it shows the shipped one")
     loss_type: str = _f("dapo", "TRL loss normalisation: grpo = per-sequence token mean (the paper), dapo = "
                                 "token-level over the batch (TRL's default), dr_grpo, bnpo")
     seed: int = _f(0, "seed shared by both arms")
@@ -160,6 +162,8 @@ class Config:
     preset: str = "default"
     description: str = ""
     device: str = "auto"  # auto | cpu | cuda
+    report_to: str = "tensorboard"  # where the trainers log their curves (transformers' report_to): tensorboard
+    # (local, offline: `tensorboard --logdir <run folder>`) | trackio | wandb | none
     data: DataConfig = field(default_factory=DataConfig)
     verifier: VerifierConfig = field(default_factory=VerifierConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
@@ -209,6 +213,8 @@ class Config:
             problems.append("policy.load_in_4bit (QLoRA) needs policy.lora_r > 0")
         if len(self.eval.seeds) < 1:
             problems.append("eval.seeds needs at least one seed")
+        if self.report_to not in ("tensorboard", "trackio", "wandb", "none"):
+            problems.append(f"report_to must be tensorboard|trackio|wandb|none, got {self.report_to!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             problems.append("device must be auto|cpu|cuda")
         if problems:
@@ -244,7 +250,7 @@ def _apply(section_obj: Any, values: dict, where: str) -> None:
 def build_config(raw: dict, preset: str = "custom") -> Config:
     """Build a Config from a nested dict shaped like a preset file."""
     raw = dict(raw or {})
-    top = {k: raw.pop(k) for k in ("description", "device") if k in raw}
+    top = {k: raw.pop(k) for k in ("description", "device", "report_to") if k in raw}
     sections = {}
     for name, cls in SECTIONS.items():
         obj = cls()
@@ -300,7 +306,7 @@ def run_dir(cfg: Config | str, base: str | Path | None = None, say: bool = False
     :func:`erv_lab.paths.runs_root` (never inside the installed package). ``say`` prints which and why."""
     name = cfg.preset if isinstance(cfg, Config) else str(cfg)
     if base is not None:
-        out, why = Path(base), "given"
+        out, why = Path(base).expanduser().resolve(), "given"  # absolute: notebooks run in notebooks/
     else:
         root, why = runs_root()
         out = root / name

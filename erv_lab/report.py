@@ -24,7 +24,8 @@ REFERENCE_FILES = ("results.json", "results.md", "course_timings.json", "eval/re
                    "sft/log_history.json", "baseline/log_history.json", "erv/log_history.json",
                    "sft/metrics.json", "baseline/metrics.json", "erv/metrics.json",
                    "baseline/completions.jsonl", "erv/completions.jsonl",
-                   "verifier/erv_verifier.json", "judge/erv_verifier.json")
+                   "verifier/erv_verifier.json", "judge/erv_verifier.json",
+                   "erv-degenerate/log_history.json", "erv-degenerate/completions.jsonl", "erv-degenerate/metrics.json")
 REFERENCE_MAX_BYTES = 3_000_000  # per file: keep the tracked folder small
 
 

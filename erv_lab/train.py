@@ -123,7 +123,8 @@ def stage_settings(cfg, stage: str, arm: str | None = None) -> dict:
            "sft": dataclasses.asdict(cfg.sft), "seed": cfg.grpo.seed}
     if stage == "sft":
         return json.loads(json.dumps(sft, default=str))
-    grpo = {k: v for k, v in dataclasses.asdict(cfg.grpo).items() if k not in ("logging_steps", "save_steps")}
+    grpo = {k: v for k, v in dataclasses.asdict(cfg.grpo).items()
+            if k not in ("logging_steps", "save_steps", "degenerate_lesson")}
     return json.loads(json.dumps({"sft": sft, "grpo": grpo,
                                   "reward": dataclasses.asdict(cfg.reward), "arm": arm}, default=str))
 
@@ -211,7 +212,7 @@ def sft_args(cfg, out: Path):
         warmup_steps=s.warmup_ratio,  # transformers 5 folded warmup_ratio into warmup_steps: a float < 1 is a ratio
         max_length=None,  # VLM rows are not truncated (image tokens must stay whole); rationales are short
         logging_steps=max(1, min(10, cfg.grpo.logging_steps)), save_strategy="steps", save_steps=50,
-        save_total_limit=2, report_to="none", seed=cfg.grpo.seed, use_cpu=not torch.cuda.is_available(),
+        save_total_limit=2, report_to=cfg.report_to, seed=cfg.grpo.seed, use_cpu=not torch.cuda.is_available(),
         **P.precision_flags(), remove_unused_columns=False,
         dataloader_num_workers=0, disable_tqdm=False)
 
@@ -365,7 +366,7 @@ def grpo_args(cfg, out: Path, **overrides):
         gradient_checkpointing=g.gradient_checkpointing, temperature=g.temperature,
         max_completion_length=g.max_completion_length, seed=g.seed, data_seed=g.seed,
         logging_steps=g.logging_steps, save_strategy="steps", save_steps=g.save_steps, save_total_limit=2,
-        report_to="none", use_cpu=not torch.cuda.is_available(), **P.precision_flags(),
+        report_to=cfg.report_to, use_cpu=not torch.cuda.is_available(), **P.precision_flags(),
         remove_unused_columns=False, lr_scheduler_type="constant_with_warmup",
         warmup_steps=0, log_completions=False, dataloader_num_workers=0,
         loss_type=g.loss_type, disable_dropout=g.disable_dropout, reward_weights=None, **chunked)

@@ -301,8 +301,10 @@ class TransformerVerifier:
         return np.concatenate(out) if out else np.zeros((0, N_LABELS), np.float32)
 
     def fit(self, texts: Sequence[str], Y: np.ndarray, epochs: float = 3.0, learning_rate: float = 2e-5,
-            batch_size: int = 32, max_steps: int = -1, output_dir: str | Path | None = None) -> "TransformerVerifier":
-        """Fine-tune with ``transformers.Trainer`` (BCE over 28 sigmoids; fp16 on CUDA)."""
+            batch_size: int = 32, max_steps: int = -1, output_dir: str | Path | None = None,
+            report_to: str = "none") -> "TransformerVerifier":
+        """Fine-tune with ``transformers.Trainer`` (BCE over 28 sigmoids; fp16 on CUDA); curves go to
+        ``report_to`` (the config's ``report_to``: TensorBoard under ``output_dir/runs``)."""
         import tempfile
 
         import datasets
@@ -317,7 +319,7 @@ class TransformerVerifier:
         args = TrainingArguments(
             output_dir=str(output_dir or tempfile.mkdtemp(prefix="erv-verifier-")), num_train_epochs=epochs,
             max_steps=max_steps, learning_rate=learning_rate, per_device_train_batch_size=batch_size,
-            warmup_steps=0.06, weight_decay=0.01, logging_steps=50, save_strategy="no", report_to=[],
+            warmup_steps=0.06, weight_decay=0.01, logging_steps=50, save_strategy="no", report_to=report_to,
             fp16=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(), disable_tqdm=False)
         Trainer(model=self.model, args=args, train_dataset=ds,
                 data_collator=DataCollatorWithPadding(self.tokenizer)).train()
@@ -442,7 +444,7 @@ def train_verifier(cfg, progress: bool | None = True, rationale_rows: Sequence[d
         mdl, tok = TransformerVerifier.build(vc.model_name)
         model = TransformerVerifier(mdl, tok, {"base": vc.model_name})
         texts, Y, _ = training_set(vc.max_train, (), seed=cfg.data.seed)
-        model.fit(texts, Y, vc.epochs, vc.learning_rate, vc.batch_size)
+        model.fit(texts, Y, vc.epochs, vc.learning_rate, vc.batch_size, report_to=cfg.report_to)
         rng = np.random.default_rng(cfg.data.seed)
         replay = rng.choice(len(texts), size=min(len(texts), len(rationale_rows)), replace=False)
         a_texts = [texts[i] for i in replay] + [r["sentence"] for r in rationale_rows]
@@ -466,6 +468,21 @@ def verifier_settings(cfg) -> dict:
     return {"verifier": keep, "data_seed": cfg.data.seed, "layout": cfg.data.layout}
 
 
+def log_scalars(log_dir: str | Path, prefix: str, values: dict, report_to: str = "tensorboard") -> None:
+    """The numeric entries of ``values`` as TensorBoard scalars (a TF-IDF verifier has no training loop for
+    transformers to log), so ``tensorboard --logdir <run folder>`` shows the verifier beside SFT and GRPO."""
+    if report_to != "tensorboard":
+        return
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard not installed: nothing to log to
+        return
+    with SummaryWriter(log_dir=str(log_dir)) as w:
+        for k, v in values.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                w.add_scalar(f"{prefix}/{k}", v, 0)
+
+
 def ensure_verifier(cfg, run_dir: str | Path, progress: bool | None = True):
     """Load ``run_dir/verifier`` when it was trained with :func:`verifier_settings` of ``cfg``; otherwise
     (moving a stale one aside with a warning) train one and save it there."""
@@ -480,6 +497,7 @@ def ensure_verifier(cfg, run_dir: str | Path, progress: bool | None = True):
     model.info["max_train"] = cfg.verifier.max_train
     model.save(out)
     reuse.record(out, settings)
+    log_scalars(out / "runs", "verifier", model.info, cfg.report_to)
     model.path = str(out)
     return model
 

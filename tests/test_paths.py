@@ -84,3 +84,10 @@ def test_the_paper_launch_command_names_a_shipped_accelerate_config():
     assert cfg.distributed_type.value == "DEEPSPEED" and cfg.deepspeed_config["zero_stage"] == 3
     bad = subprocess.run([sys.executable, "-m", "erv_lab.cli", "path", "../paths.py"], capture_output=True, text=True)
     assert bad.returncode == 2
+
+
+def test_a_relative_run_folder_is_made_absolute(clean, tmp_path):
+    # erv-lab course --out runs/x: the notebooks' kernels run in notebooks/, so a relative path would move
+    clean.chdir(tmp_path)
+    out = config.run_dir("smoke", "runs/x")
+    assert out.is_absolute() and out == tmp_path.resolve() / "runs" / "x"
