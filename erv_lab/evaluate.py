@@ -275,7 +275,7 @@ def evaluate_models(generators: dict[str, tuple[GenerateFn, str]], examples: Seq
                 scores.setdefault("judges", {})[name] = alt
                 readings[name] = j2
             names = list(readings)
-            scores["kappa"] = {f"{a} | {b}": {k: v for k, v in _agreement(readings[a], readings[b], dataset).items()
+            scores["kappa"] = {f"{a} vs {b}": {k: v for k, v in _agreement(readings[a], readings[b], dataset).items()
                                               if k in ("kappa", "agreement", "n")}
                                for i, a in enumerate(names) for b in names[i + 1:]}
             scores["grounding"] = pooled_grounding(comps, examples, judged)

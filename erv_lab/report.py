@@ -153,6 +153,7 @@ JUDGE_NOTES = {
     "zeroshot-minilm": "MiniLM vs one label-word prototype per label; fit on nothing (headline)",
     "minilm-sibling": "MiniLM classifier trained like the reward (GoEmotions + template rationales): the reward's sibling",
     "verifier-reading": "the reward's own verifier over the whole rationale: what the reward sees, not a judge",
+    "gemma3-270m": "the paper's judge prompt, answered offline by Gemma 3 270M base (label likelihood); fit on nothing here",
 }
 
 

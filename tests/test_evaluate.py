@@ -356,10 +356,10 @@ def test_kappa_is_reported_between_every_pair_of_readings(tmp_path, cfg):
     results = E.evaluate_models(fake_generators(), make_examples(), FakeJudge(), cfg, tmp_path,
                                 extra_judges={"neutral-only": AlwaysNeutral(), "copy": Copy()})
     k = results["erv"]["kappa"]
-    assert set(k) == {"fake-keyword-judge | neutral-only", "fake-keyword-judge | copy", "neutral-only | copy"}
-    assert k["fake-keyword-judge | copy"]["kappa"] == 1.0 and k["fake-keyword-judge | neutral-only"]["agreement"] == 0.0
+    assert set(k) == {"fake-keyword-judge vs neutral-only", "fake-keyword-judge vs copy", "neutral-only vs copy"}
+    assert k["fake-keyword-judge vs copy"]["kappa"] == 1.0 and k["fake-keyword-judge vs neutral-only"]["agreement"] == 0.0
     md = R.render_markdown(R.write_results(results, tmp_path))
-    assert "## Every judge" in md and "neutral-only | copy" in md
+    assert "## Every judge" in md and "| neutral-only vs copy |" in md
 
 
 def test_results_are_reused_only_for_the_same_models_and_settings(tmp_path, cfg, monkeypatch):
