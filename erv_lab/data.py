@@ -221,7 +221,8 @@ def list_folder(root: str | Path, csv_path: str | Path, labels: list[str], split
             if not clip.exists():
                 report.skip("missing_clip", rel)
                 continue
-            out.append({"clip_id": Path(rel).stem, "label": label, "path": str(clip), "dataset": "folder", "fold": 0})
+            out.append({"clip_id": Path(rel).stem, "label": label, "path": str(clip), "dataset": "folder", "fold": 0,
+                        "split_given": bool((row.get("split") or "").strip())})
     return out
 
 
@@ -471,8 +472,8 @@ def prepare_clip(rec: dict, cache_dir: str | Path, image_size: int = 32, cache_f
 # ============================================================================ records -> rows -> Dataset / JSONL
 def list_records(source: str, root: str | Path, fold: int, split: str, report: SkipReport,
                  labels: list[str] | None = None, csv_path: str | Path | None = None, **kw) -> list[dict]:
-    """Dispatch to list_dfew / list_mafw / list_folder (``folder`` without a split column: a fixed 1-in-5
-    hash of the path goes to test, fold-dependent)."""
+    """Dispatch to list_dfew / list_mafw / list_folder (``folder``: a row's own ``split`` value wins; rows
+    without one are split by a fixed 1-in-5 hash of the path, fold-dependent)."""
     if source == "dfew":
         return list_dfew(root, fold, split, report)
     if source == "mafw":
@@ -484,7 +485,8 @@ def list_records(source: str, root: str | Path, fold: int, split: str, report: S
     import zlib
 
     in_test = lambda r: zlib.crc32(r["path"].encode()) % 5 == fold - 1  # noqa: E731
-    return [dict(r, fold=fold) for r in recs if in_test(r) == (split == "test")]
+    return [{**{k: v for k, v in r.items() if k != "split_given"}, "fold": fold} for r in recs
+            if r["split_given"] or in_test(r) == (split == "test")]
 
 
 def clip_row(rec: dict, clip: dict, split: str, num_frames: int, image_size: int, rng: random.Random,

@@ -343,3 +343,19 @@ def test_prepare_missing_audio_silence_counts_the_filled_clips(dfew_root, tmp_pa
     assert re.search(r"silent\s+2\s+silent_audio", text)  # 00006 (mp4 without audio) and 00003 (frame folder)
     videos = [json.loads(line)["video"] for line in (tmp_path / "silence.jsonl").read_text().splitlines()]
     assert [Path(v).stem for v in videos] == ["00001", "00002", "00003", "00006"]
+
+
+def test_a_folder_csvs_own_split_column_wins_over_the_hash_split(tmp_path):
+    import zlib
+
+    names = [f"clip{i}.mp4" for i in range(10)]
+    for n in names:
+        (tmp_path / n).write_bytes(b"x")
+    rows = ["path,label,split"] + [f"{n},happy,train" for n in names[:8]] + [f"{n},sad,test" for n in names[8:]]
+    (tmp_path / "labels.csv").write_text("\n".join(rows))
+    hashed_test = [n for n in names[:8] if zlib.crc32(str(tmp_path / n).encode()) % 5 == 4]
+    assert hashed_test  # some train rows that a hash split would have sent to the test fold
+    train = D.list_records("folder", tmp_path, 5, "train", D.SkipReport(), labels=["happy", "sad"])
+    test = D.list_records("folder", tmp_path, 5, "test", D.SkipReport(), labels=["happy", "sad"])
+    assert sorted(r["clip_id"] for r in train) == [n[:-4] for n in names[:8]]  # none silently dropped
+    assert sorted(r["clip_id"] for r in test) == ["clip8", "clip9"] and "split_given" not in train[0]
