@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="decode the test fold with every model and write results.json")
     _preset(p)
     p.add_argument("--out", default=None, help="run folder (default: runs/<preset>/)")
-    p.set_defaults(handler="erv_lab.evaluate:cli_evaluate")
+    p.set_defaults(handler="erv_lab.stages:cli_evaluate")
 
     p = sub.add_parser("explain", help="your own clip through a run's models: frames, spectrogram, rationale, "
                                        "answer, verifier labels, judge (JSON + HTML)")

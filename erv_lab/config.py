@@ -104,6 +104,9 @@ class SFTConfig:
     batch_size: int = _f(16, "per-device SFT batch size")
     warmup_ratio: float = _f(0.03, "linear warmup share (paper: 3 %)")
     max_length: int = _f(512, "max tokens per SFT example")
+    seed: int | None = _f(None, "seed of the tiny model's init, the vision warm-up and SFT (None: grpo.seed, as "
+                                "the shipped runs were made; scripts/seed_variation.py varies grpo.seed)")
+    logging_steps: int | None = _f(None, "log every N SFT steps (None: grpo.logging_steps, at most 10)")
 
 
 @dataclass
@@ -190,6 +193,21 @@ class Config:
             problems.append(f"data.fold must be in 1..5, got {self.data.fold}")
         if not 0.0 <= self.data.drift_rate <= 1.0:
             problems.append("data.drift_rate must be in [0, 1]")
+        from erv_lab.rewards import REWARDS, VARIANTS  # light: labels + numpy; a misspelt reward fails here, not after SFT
+
+        unknown = [n for n in self.reward.rewards if n not in REWARDS]
+        if unknown:
+            problems.append(f"reward.rewards has unknown name(s) {unknown}; valid: {', '.join(REWARDS)}")
+        if self.reward.variant not in VARIANTS:
+            problems.append(f"reward.variant must be one of {', '.join(VARIANTS)}, got {self.reward.variant!r}")
+        if self.policy.kind not in ("tiny-llava", "hub"):
+            problems.append(f"policy.kind must be tiny-llava|hub, got {self.policy.kind!r}")
+        if self.policy.kind == "hub" and not self.policy.model_name:
+            problems.append("policy.kind=hub needs policy.model_name (a Hub id or a local folder)")
+        if self.verifier.kind not in ("tfidf", "roberta", "minilm"):
+            problems.append(f"verifier.kind must be tfidf|roberta|minilm, got {self.verifier.kind!r}")
+        if self.policy.audio not in ("spectrogram", "prosody", "none"):
+            problems.append(f"policy.audio must be spectrogram|prosody|none, got {self.policy.audio!r}")
         if len(self.reward.rewards) != len(self.reward.weights):
             problems.append("reward.weights needs one weight per reward in reward.rewards")
         if self.grpo.num_generations < 2:

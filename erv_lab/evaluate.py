@@ -1,16 +1,14 @@
-"""Held-out evaluation of the SFT model and both GRPO arms (notebook 05, ``erv-lab evaluate``).
+"""Scoring held-out decodes of the SFT model and both GRPO arms (notebook 05; run by ``erv_lab.stages``).
 
-Decodes every test clip of the fold under two stated protocols -- the paper's sampling (T = 0.3, top-p 0.9,
-pooled over ``cfg.eval.seeds``) as the headline, and greedy -- with an on-disk, resumable cache
-(``run_dir/eval_cache/``), judges each ``<think>`` with the offline judge (independent of the reward
-verifier) and writes ``results.json`` / ``results.md``. Metrics come from ``erv_lab.metrics``; this module
-computes none itself and trains nothing.
-
-    erv-lab evaluate --preset cpu-tiny          # -> runs/cpu-tiny/results.json, results.md
+Given generate functions, decodes every test clip of the fold under two stated protocols -- the paper's
+sampling (T = 0.3, top-p 0.9, pooled over ``cfg.eval.seeds``) as the headline, and greedy -- through an on-disk,
+resumable cache (``run_dir/eval_cache/``), has each ``<think>`` read by the headline judge and every other
+reading, and returns the results dict (per-clip records go to ``run_dir/eval/records.json``). Metrics come from
+``erv_lab.metrics`` and ``erv_lab.grounding``. It loads no model, trains nothing and writes no results file:
+``erv_lab.stages.ensure_results`` does that, and ``erv_lab.report`` renders them.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -335,93 +333,17 @@ def evaluate_by_dataset(generators: dict[str, tuple[GenerateFn, str]], examples:
     on MAFW + DFEW, as in the paper, is reported per dataset, never pooled across label sets).
 
     One dataset: exactly :func:`evaluate_models` in ``run_dir``. Several: each in ``run_dir/datasets/<name>/``
-    (its own records, cache and results.json); the returned dict is the first dataset's results (so the
+    (its own records and cache; ``erv_lab.stages`` writes its results.json there); the returned dict is the first dataset's results (so the
     results.json schema holds) plus ``datasets: {name: results}`` for all of them."""
     by: dict[str, list[dict]] = {}
     for ex in examples:
         by.setdefault(ex.get("dataset", "dfew"), []).append(ex)
     if len(by) <= 1:
         return evaluate_models(generators, examples, judge, cfg, run_dir, **kw)
-    from erv_lab.report import write_results
-
     per = {}
     for name, subset in by.items():
         sub = Path(run_dir) / "datasets" / name
         sub.mkdir(parents=True, exist_ok=True)
-        per[name] = write_results(evaluate_models(generators, subset, judge, cfg, sub, **kw), sub)
+        per[name] = evaluate_models(generators, subset, judge, cfg, sub, **kw)
     first = next(iter(per))
     return {**per[first], "datasets": per}
-
-
-def policy_generator(model_dir: str | Path, cfg) -> tuple[GenerateFn, str]:
-    """``(generate_fn, fingerprint)`` for a saved policy folder (``erv_lab.policy.load_policy``)."""
-    from erv_lab import policy as P
-
-    model, processor = P.load_policy(model_dir, cfg.policy)
-
-    def gen(examples, temperature, top_p, seed, max_new_tokens):
-        return P.generate(model, processor, examples, temperature=temperature, top_p=top_p, seed=seed,
-                          max_new_tokens=max_new_tokens, audio=cfg.policy.audio, batch_size=cfg.eval.batch_size)
-    return gen, model_fingerprint(model_dir)
-
-
-def heldout_examples(cfg, run_dir: str | Path, dataset=None) -> list[dict]:
-    """The fold's test clips (at most ``cfg.eval.max_clips``, first ones in order) as row dicts."""
-    if dataset is None:
-        from erv_lab.data import ensure_dataset
-
-        dataset = ensure_dataset(cfg, Path(run_dir))
-    test = dataset["test"]
-    n = len(test) if cfg.eval.max_clips is None else min(len(test), int(cfg.eval.max_clips))
-    return [test[i] for i in range(n)]
-
-
-def ensure_results(cfg, run_dir: str | Path, force: bool = False, dataset=None) -> dict:
-    """Idempotent entry point: train what is missing (``ensure_sft`` / ``ensure_grpo``, reused when made with
-    the same settings), then reuse ``run_dir/results.json`` only when it scored these very models with the
-    same evaluation settings, judges and verifier (``results["settings"]``, ``erv_lab.reuse``); otherwise
-    evaluate all three models and write results.json + results.md."""
-    import dataclasses
-
-    from erv_lab.judges import evaluation_judges
-    from erv_lab.report import write_results
-    from erv_lab.train import ensure_grpo, ensure_sft
-    from erv_lab.verifier import ensure_verifier, verifier_settings
-
-    run_dir = Path(run_dir)
-    dirs = {"sft": ensure_sft(cfg, run_dir, dataset=dataset),
-            "baseline": ensure_grpo(cfg, run_dir, "baseline", dataset=dataset),
-            "erv": ensure_grpo(cfg, run_dir, "erv", dataset=dataset)}
-    settings = json.loads(json.dumps({
-        "models": {arm: model_fingerprint(d) for arm, d in dirs.items()}, "eval": dataclasses.asdict(cfg.eval),
-        "judge": cfg.verifier.judge, "verifier": verifier_settings(cfg), "fold": cfg.data.fold,
-        "source": cfg.data.source}, default=str))
-    path = run_dir / "results.json"
-    if path.exists() and not force:
-        saved = json.loads(path.read_text())
-        if saved.get("settings") == settings:
-            return saved
-        import warnings
-
-        warnings.warn(f"{path} was made for other models or settings: evaluating again", stacklevel=2)
-    examples = heldout_examples(cfg, run_dir, dataset)
-    t0 = time.perf_counter()  # evaluation time only: training above is counted by its own stage
-    gens = {arm: policy_generator(d, cfg) for arm, d in dirs.items()}
-    verifier = ensure_verifier(cfg, run_dir)
-    judges = evaluation_judges(cfg, run_dir, verifier)
-    headline, *others = judges
-    results = evaluate_by_dataset(gens, examples, judges[headline], cfg, run_dir, verifier=verifier,
-                                  extra_judges={n: judges[n] for n in others})
-    results["settings"] = settings
-    return write_results(results, run_dir, eval_seconds=time.perf_counter() - t0)
-
-
-def cli_evaluate(args: argparse.Namespace) -> int:
-    from erv_lab.config import load_config, run_dir
-
-    cfg = load_config(args.preset, args.overrides)
-    rd = run_dir(cfg, args.out)
-    ensure_results(cfg, rd, force=True)
-    print((rd / "results.md").read_text())
-    print(f"results.json: {rd / 'results.json'}")
-    return 0

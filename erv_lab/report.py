@@ -244,13 +244,25 @@ def reference_markdown(results: dict, run_dir: str | Path | None = None) -> str:
     return "\n".join(lines).replace("## ", "#### ").rstrip() + "\n"
 
 
+SEEDS_START, SEEDS_END = "<!-- seed-variation:start -->", "<!-- seed-variation:end -->"
+
+
+def _replace_block(text: str, start: str, end: str, body: str) -> str:
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}{end}{tail}"
+
+
 def sync_results_block(text: str, results: dict, run_dir: str | Path | None = None) -> str:
-    """``text`` with the part between ``BLOCK_START`` and ``BLOCK_END`` regenerated from ``results``."""
+    """``text`` with the part between ``BLOCK_START`` and ``BLOCK_END`` regenerated from ``results``, and the
+    seed-variation block (when the text has one) from ``run_dir/seeds.md`` (``scripts/seed_variation.py``)."""
     if BLOCK_START not in text or BLOCK_END not in text:
         raise ValueError(f"no {BLOCK_START} ... {BLOCK_END} block")
-    head, rest = text.split(BLOCK_START, 1)
-    _, tail = rest.split(BLOCK_END, 1)
-    return f"{head}{BLOCK_START}\n{reference_markdown(results, run_dir)}{BLOCK_END}{tail}"
+    text = _replace_block(text, BLOCK_START, BLOCK_END, reference_markdown(results, run_dir))
+    seeds = Path(run_dir) / "seeds.md" if run_dir is not None else None
+    if SEEDS_START in text and seeds is not None and seeds.exists():
+        text = _replace_block(text, SEEDS_START, SEEDS_END, seeds.read_text(encoding="utf-8"))
+    return text
 
 
 def sync_docs(repo: str | Path, results: dict | None = None) -> list[str]:

@@ -113,6 +113,11 @@ def _finish(trainer, out: Path, t0: float, steps0: int, extra: dict) -> dict:
 
 
 # ---------------------------------------------------------------- stale stages
+def sft_seed(cfg) -> int:
+    """The cold start's seed: ``sft.seed``, else ``grpo.seed`` (one seed for the whole run, as before)."""
+    return cfg.grpo.seed if cfg.sft.seed is None else cfg.sft.seed
+
+
 def stage_settings(cfg, stage: str, arm: str | None = None) -> dict:
     """The settings a stage's result depends on: SFT on data + policy + sft (+ the seed), a GRPO arm on
     the SFT settings + grpo (but logging/saving intervals) + reward + the arm. Saved as ``settings.json``
@@ -120,7 +125,8 @@ def stage_settings(cfg, stage: str, arm: str | None = None) -> dict:
     import dataclasses
 
     sft = {"data": dataclasses.asdict(cfg.data), "policy": dataclasses.asdict(cfg.policy),
-           "sft": dataclasses.asdict(cfg.sft), "seed": cfg.grpo.seed}
+           "sft": {k: v for k, v in dataclasses.asdict(cfg.sft).items() if k not in ("seed", "logging_steps")},
+           "seed": sft_seed(cfg)}  # the effective seed; logging does not change the model
     if stage == "sft":
         return json.loads(json.dumps(sft, default=str))
     grpo = {k: v for k, v in dataclasses.asdict(cfg.grpo).items()
@@ -169,10 +175,10 @@ def build_initial_policy(cfg, train_ds, out: Path):
         return pcfg.model_name, {"kind": "hub", "model_name": pcfg.model_name, "warmup": None}
     corpus = list(train_ds["rationale"]) + list(train_ds["prosody"])
     processor = P.build_processor(P.train_tokenizer(corpus), pcfg.image_size)
-    model = P.build_tiny_policy(pcfg, processor, seed=cfg.grpo.seed)
+    model = P.build_tiny_policy(pcfg, processor, seed=sft_seed(cfg))
     labels = [lab for ds in sorted(set(train_ds["dataset"])) for lab in vocabulary(ds)]  # several datasets: all labels
     labels = list(dict.fromkeys(labels))
-    warm = P.warmup_vision(model, processor, train_ds, labels, pcfg.vision_warmup_epochs, seed=cfg.grpo.seed,
+    warm = P.warmup_vision(model, processor, train_ds, labels, pcfg.vision_warmup_epochs, seed=sft_seed(cfg),
                           audio=pcfg.audio)
     meta = {"kind": "tiny-llava", "image_size": pcfg.image_size, "warmup": warm,
             "parameters": P.count_parameters(model)}
@@ -211,8 +217,8 @@ def sft_args(cfg, out: Path):
         per_device_train_batch_size=s.batch_size, lr_scheduler_type="cosine",
         warmup_steps=s.warmup_ratio,  # transformers 5 folded warmup_ratio into warmup_steps: a float < 1 is a ratio
         max_length=None,  # VLM rows are not truncated (image tokens must stay whole); rationales are short
-        logging_steps=max(1, min(10, cfg.grpo.logging_steps)), save_strategy="steps", save_steps=50,
-        save_total_limit=2, report_to=cfg.report_to, seed=cfg.grpo.seed, use_cpu=not torch.cuda.is_available(),
+        logging_steps=s.logging_steps or max(1, min(10, cfg.grpo.logging_steps)), save_strategy="steps", save_steps=50,
+        save_total_limit=2, report_to=cfg.report_to, seed=sft_seed(cfg), use_cpu=not torch.cuda.is_available(),
         **P.precision_flags(), remove_unused_columns=False,
         dataloader_num_workers=0, disable_tqdm=False)
 
@@ -230,9 +236,16 @@ def ensure_sft(cfg, run_dir: str | Path, dataset=None, callbacks: Sequence = (),
     settings = stage_settings(cfg, "sft")
     if _finished(out, settings) and not force:
         return final
-    _claim_stage(out, settings)
-    P.seed_everything(cfg.grpo.seed)
     train_ds = load_splits(cfg, Path(run_dir), dataset)["train"]
+    empty = sum(1 for r in train_ds["rationale"] if not (r or "").strip())
+    if empty:  # real DFEW/MAFW ship no rationales: refuse rather than cold-start on empty completions
+        raise ValueError(
+            f"cold-start SFT needs a rationale per training clip, and {empty} of {len(train_ds)} have none. "
+            "DFEW and MAFW ship labels only (the paper's cold start used EMER-style rationales). Put one rationale "
+            "per clip in <data.root>/synth_meta/clips.jsonl (rows {\"clip_id\", \"rationale\"}, the layout "
+            "erv-lab synth writes; data_cards/dfew.md) and build the dataset again.")
+    _claim_stage(out, settings)
+    P.seed_everything(sft_seed(cfg))
     start, meta = build_initial_policy(cfg, train_ds, out)
     processor = P.load_processor(start) if meta["kind"] == "tiny-llava" else P.hub_processor(start)
     model = _trainable_policy(start, cfg)

@@ -74,3 +74,15 @@ def test_float_fields_accept_yaml_1_1_exponents():
     assert cfg.sft.learning_rate == 0.002 and isinstance(cfg.grpo.beta, float)
     with pytest.raises(ValueError, match="must be a number"):
         load_config("smoke", ["grpo.beta=lots"])
+
+
+@pytest.mark.parametrize("override,message", [
+    (["reward.rewards=[format,acuracy,explanation]"], "unknown name"),
+    (["reward.variant=sentences"], "reward.variant"),
+    (["policy.kind=hf"], "policy.kind"),
+    (["verifier.kind=bert"], "verifier.kind"),
+    (["policy.audio=mel"], "policy.audio"),
+])
+def test_a_misspelt_setting_fails_when_the_config_loads(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config("smoke", override)

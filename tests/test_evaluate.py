@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from erv_lab import evaluate as E
+from erv_lab import stages as S
 from erv_lab import report as R
 from erv_lab.config import load_config
 from erv_lab.paths import REFERENCE_DIR
@@ -310,7 +311,7 @@ def test_cli_evaluate_writes_and_prints_the_table(tmp_path, cfg, monkeypatch, ca
         res = E.evaluate_models(fake_generators(), make_examples(), FakeJudge(), c, rd)
         return R.write_results(res, rd, eval_seconds=0.5)
 
-    monkeypatch.setattr(E, "ensure_results", fake_ensure)
+    monkeypatch.setattr(S, "ensure_results", fake_ensure)
     assert main(["evaluate", "--preset", "smoke", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "| GRPO + ERV" in printed and f"results.json: {tmp_path / 'results.json'}" in printed
@@ -372,24 +373,24 @@ def test_results_are_reused_only_for_the_same_models_and_settings(tmp_path, cfg,
         dirs[arm] = tmp_path / arm / "final"
         dirs[arm].mkdir(parents=True)
         (dirs[arm] / "model.safetensors").write_text(arm)
-    monkeypatch.setattr(T, "ensure_sft", lambda cfg, rd, dataset=None: dirs["sft"])
-    monkeypatch.setattr(T, "ensure_grpo", lambda cfg, rd, arm, dataset=None: dirs[arm])
-    monkeypatch.setattr(V, "ensure_verifier", lambda cfg, rd: FakeVerifier())
-    monkeypatch.setattr(J, "evaluation_judges", lambda cfg, rd, verifier: {"fake-keyword-judge": FakeJudge()})
-    monkeypatch.setattr(E, "heldout_examples", lambda cfg, rd, dataset=None: make_examples())
+    monkeypatch.setattr(S, "ensure_sft", lambda cfg, rd, dataset=None: dirs["sft"])
+    monkeypatch.setattr(S, "ensure_grpo", lambda cfg, rd, arm, dataset=None: dirs[arm])
+    monkeypatch.setattr(S, "ensure_verifier", lambda cfg, rd: FakeVerifier())
+    monkeypatch.setattr(S, "evaluation_judges", lambda cfg, rd, verifier: {"fake-keyword-judge": FakeJudge()})
+    monkeypatch.setattr(S, "heldout_examples", lambda cfg, rd, dataset=None: make_examples())
     made = []
-    monkeypatch.setattr(E, "policy_generator", lambda d, cfg: made.append(d) or (FakePolicy(), E.model_fingerprint(d)))
-    first = E.ensure_results(cfg, tmp_path)
+    monkeypatch.setattr(S, "policy_generator", lambda d, cfg: made.append(d) or (FakePolicy(), E.model_fingerprint(d)))
+    first = S.ensure_results(cfg, tmp_path)
     assert len(made) == 3 and first["settings"]["models"]["erv"] == E.model_fingerprint(dirs["erv"])
-    assert E.ensure_results(cfg, tmp_path) == first and len(made) == 3  # same models, same settings: reused
+    assert S.ensure_results(cfg, tmp_path) == first and len(made) == 3  # same models, same settings: reused
     import os
     import time
 
     os.utime(dirs["erv"] / "model.safetensors", ns=(time.time_ns(), time.time_ns() + 10**9))  # ERV retrained
     with pytest.warns(UserWarning, match="other models or settings"):
-        E.ensure_results(cfg, tmp_path)
+        S.ensure_results(cfg, tmp_path)
     assert len(made) == 6
     cfg.eval.max_new_tokens += 1  # another evaluation setting
     with pytest.warns(UserWarning, match="other models or settings"):
-        E.ensure_results(cfg, tmp_path)
+        S.ensure_results(cfg, tmp_path)
     assert len(made) == 9

@@ -104,7 +104,9 @@ def test_evaluation_decodes_at_most_the_presets_batch(monkeypatch, tmp_path):
 
     monkeypatch.setattr(P, "load_policy", lambda path, pcfg=None: (None, None))
     monkeypatch.setattr(P, "generate", fake_generate)
-    gen, _ = E.policy_generator(tmp_path, T4)
+    from erv_lab import stages
+
+    gen, _ = stages.policy_generator(tmp_path, T4)
     examples = [{"clip_id": str(i)} for i in range(20)]
     rows = []
     out = E.decode_cached(lambda ex, *a, **k: rows.append(len(ex)) or gen(ex, *a, **k), examples,

@@ -236,3 +236,22 @@ def test_hub_path_trains_a_llava_onevision_standin_with_qlora(splits, tmp_path, 
     assert (final / "adapter_config.json").exists() and not list(final.glob("model*.safetensors"))
     model, proc = P.load_policy(final, cfg.policy)
     assert len(P.generate(model, proc, splits["test"].select(range(2)), max_new_tokens=4)) == 2
+
+
+def test_sft_refuses_clips_without_rationales(make_clips, tmp_path):
+    train = make_clips(n_per_class=1)
+    train = train.map(lambda r, i: {"rationale": "" if i % 2 else r["rationale"]}, with_indices=True)
+    with pytest.raises(ValueError, match=r"needs a rationale per training clip, and 3 of 7 have none"):
+        T.ensure_sft(smoke_cfg(), tmp_path, dataset={"train": train, "test": train})
+    assert not (tmp_path / "sft").exists()  # refused before anything was written
+
+
+def test_sft_has_its_own_seed_and_logging_steps(tmp_path):
+    cfg = smoke_cfg()
+    assert T.sft_seed(cfg) == cfg.grpo.seed and T.sft_args(cfg, tmp_path).logging_steps == 1
+    cfg.sft.seed, cfg.sft.logging_steps = 7, 3
+    args = T.sft_args(cfg, tmp_path)
+    assert args.seed == 7 and args.logging_steps == 3 and T.stage_settings(cfg, "sft")["seed"] == 7
+    before = T.stage_settings(cfg, "sft")
+    cfg.sft.logging_steps = 9  # logging does not make a trained model stale
+    assert T.stage_settings(cfg, "sft") == before
