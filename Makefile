@@ -16,7 +16,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: course test venv clean strip links reference browser help
+.PHONY: course test test-gpu venv clean strip links reference browser help
 
 help:
 	@echo "make course   - run the whole course on the $(PRESET) preset (writes runs/$(PRESET)/)"
@@ -45,8 +45,12 @@ browser:
 	else echo "note: no /usr/bin/chromium (apt install chromium); the browser test will be skipped"; fi
 
 test: $(STAMP) browser
-	@set +e; $(BIN)/python -m pytest; rc=$$?; \
+	@set +e; $(BIN)/python -m pytest -m "not gpu"; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no tests"; fi; exit $$rc
+
+# On a machine with a CUDA GPU: the guards that need one (tests marked gpu; make test leaves them out).
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest -m gpu
 
 reference: $(STAMP)
 	$(BIN)/erv-lab course --preset cpu-tiny --out runs/reference --reference --set "eval.extra_judges=[gemma]" \

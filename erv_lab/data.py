@@ -23,7 +23,7 @@ import numpy as np
 from erv_lab.labels import normalize_label, vocabulary
 
 SR = 16000
-INSTRUCTION = (  # the paper's instruction (ERV_METHOD.md); erv_lab.policy re-exports it
+INSTRUCTION = (  # the paper's instruction (docs/METHOD.md); erv_lab.policy re-exports it
     "As an emotional recognition expert; throughout the video, which emotion conveyed by the characters is "
     "the most obvious to you? Output the thinking process in <think> </think> and final emotion in "
     "<answer> </answer> tags."

@@ -33,7 +33,7 @@ FALLBACK = "neutral"
 
 
 def judge_prompt(reason: str, labels: Sequence[str]) -> str:
-    """The paper's judge prompt, verbatim, with the comma-separated label list (ERV_METHOD.md)."""
+    """The paper's judge prompt, verbatim, with the comma-separated label list (docs/METHOD.md)."""
     return PROMPT.format(labels=", ".join(labels), reason=reason)
 
 

@@ -2,7 +2,7 @@
 
 Also the two text primitives that the verifier, the rewards and the widgets share: the paper's sentence
 splitter and the per-sentence label set (tau = 0.1, argmax fallback, top-2). Exact semantics:
-``ERV_METHOD.md``. This module has no model and no I/O.
+``docs/METHOD.md``. This module has no model and no I/O.
 """
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ CPU presets build a *tiny, randomly initialised* ``LlavaForConditionalGeneration
 small Qwen2) with a byte-level BPE tokenizer trained locally, so the code path of the GPU presets
 (processor, chat template, ``images`` column, LoRA / 4-bit NF4 QLoRA wiring) runs offline. GPU presets load
 a pretrained Hub VLM instead. Video enters as a list of frames; audio as one more image (the log-mel
-spectrogram) and/or prosody text. This module does not train (see ``erv_lab.train``).
+spectrogram) and/or prosody text. The only training here is the tiny model's vision warm-up
+(:func:`warmup_vision`, the stand-in for a pretrained encoder); SFT and GRPO are ``erv_lab.train``.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Each reward is ``f(completions, **kwargs) -> list[float]`` as TRL expects; ground truth comes from the
 ``solution`` column, the label space from the ``dataset`` column (default ``"dfew"``). Semantics follow
-``ERV_METHOD.md`` exactly; two opt-in deviations (strict format, anti-stuffing) are documented in
+``docs/METHOD.md`` exactly; two opt-in deviations (strict format, anti-stuffing) are documented in
 ``docs/REWARDS.md``. This module trains nothing and knows no model: the explanation reward takes any
 object with ``predict_proba(list[str]) -> (n, 28)``. Used by ``erv_lab.train``, ``evaluate`` and the widgets.
 """
@@ -32,7 +32,7 @@ _STRICT = re.compile(r"<think>(.*?)</think>\s*<answer>(.*?)</answer>", re.DOTALL
 _ANY_TAG = re.compile(r"<\s*/?\s*(think|answer)\s*>", re.IGNORECASE)
 
 VARIANTS = ("sentence", "sentence_with_neutral", "paragraph", "consistency")
-PARAGRAPH_THRESHOLD = 0.5  # the paragraph-level variant's tau (ERV_METHOD.md)
+PARAGRAPH_THRESHOLD = 0.5  # the paragraph-level variant's tau (docs/METHOD.md)
 
 
 # --------------------------------------------------------------------------- parsing

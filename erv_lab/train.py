@@ -7,7 +7,8 @@
 Both arms start from the SFT model with identical data, seeds, steps and hyperparameters; only the reward
 list differs. Every stage is idempotent (a finished ``final/`` is reused) and resumes from its last
 checkpoint. Logs per stage: ``log_history.{json,csv}``, ``completions.jsonl`` (GRPO, every reward part),
-``metrics.json`` (seconds/step, peak memory). This module does not evaluate (see ``erv_lab.evaluate``);
+``metrics.json`` (seconds/step, peak memory). Besides training it decodes a few clips for quick checks
+(:func:`quick_eval`, :func:`audio_ablation`); the held-out evaluation is ``erv_lab.stages.ensure_results``;
 reading and plotting the logs is ``erv_lab.curves``.
 """
 from __future__ import annotations

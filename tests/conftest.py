@@ -12,6 +12,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
 
 LABELS = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
 COLORS = [(255, 200, 0), (0, 0, 255), (128, 128, 128), (255, 0, 0), (0, 255, 255), (0, 128, 0), (128, 0, 128)]
@@ -79,3 +80,79 @@ def tiny_onevision():
 @pytest.fixture(scope="session")
 def onevision_processor_cls():
     return images_only_onevision()
+
+
+# ------------------------------------------------------------- evaluation fakes (test_evaluate, test_widgets)
+# A tiny fold, a fake policy with canned completions, a keyword judge and a keyword verifier: the evaluator's
+# arithmetic can be checked by hand. Tests take them through the ``fakes`` fixture.
+LABELS_EVAL = ["happy", "sad", "angry", "fear", "happy", "sad"]
+WORD = {"happy": "smiles", "sad": "weeps", "angry": "scowls", "fear": "trembles", "surprise": "gasps"}
+READ = {v: k for k, v in WORD.items()}  # the fake judge reads one cue word back to its emotion
+
+
+def make_examples(labels=LABELS_EVAL):
+    im = Image.new("RGB", (8, 8), (120, 60, 30))
+    return [{"clip_id": f"c{i:02d}", "label": y, "dataset": "dfew", "frames": [im, im], "spectrogram": im}
+            for i, y in enumerate(labels)]
+
+
+def completion(think_emotion, answer):
+    return f"<think>She {WORD[think_emotion]}. The room is quiet.</think>\n<answer>{answer}</answer>"
+
+
+class FakePolicy:
+    """Canned completions: answers the truth; the rationale names ``drift_to`` for clips listed in
+    ``drift`` (per seed, so sampling seeds can differ); counts how many clips it decoded."""
+
+    def __init__(self, drift=None, unparseable=()):
+        self.drift, self.unparseable, self.calls = drift or {}, set(unparseable), 0
+
+    def __call__(self, examples, temperature, top_p, seed, max_new_tokens):
+        self.calls += len(examples)
+        out = []
+        for ex in examples:
+            if ex["clip_id"] in self.unparseable:
+                out.append("<think>She smiles.</think> no answer")
+                continue
+            think = self.drift.get(ex["clip_id"], ex["label"]) if temperature > 0 else ex["label"]
+            out.append(completion(think, ex["label"]))
+        return out
+
+
+class FakeJudge:
+    name = "fake-keyword-judge"
+
+    def judge(self, texts, labels):
+        assert "happy" in labels  # the judges interface: the dataset's label list
+        found = []
+        for t in texts:
+            hits = [READ[w.strip(".").lower()] for w in t.split() if w.strip(".").lower() in READ]
+            found.append(hits[0] if hits else "neutral")
+        return found
+
+
+class FakeVerifier:
+    """Cue words -> their GoEmotions label with p = 0.9; anything else -> neutral."""
+    ROWS = {"smiles": 17, "weeps": 25, "scowls": 2, "trembles": 14, "gasps": 26}
+
+    def predict_proba(self, texts):
+        out = np.full((len(texts), 28), 0.01)
+        for i, t in enumerate(texts):
+            k = next((self.ROWS[w.strip(".").lower()] for w in t.split() if w.strip(".").lower() in self.ROWS), 27)
+            out[i, k] = 0.9
+        return out
+
+
+def fake_generators():
+    drift = {"c00": "surprise", "c01": "happy", "c03": "surprise"}
+    return {"sft": (FakePolicy(drift=drift), "f-sft"), "baseline": (FakePolicy(drift=drift), "f-base"),
+            "erv": (FakePolicy(), "f-erv")}
+
+
+@pytest.fixture(scope="session")
+def fakes():
+    import types
+
+    return types.SimpleNamespace(LABELS=LABELS_EVAL, WORD=WORD, READ=READ, make_examples=make_examples,
+                                 completion=completion, FakePolicy=FakePolicy, FakeJudge=FakeJudge,
+                                 FakeVerifier=FakeVerifier, fake_generators=fake_generators)

@@ -12,64 +12,6 @@ from erv_lab.config import load_config
 from erv_lab.paths import REFERENCE_DIR
 from erv_lab.metrics import consistency_metrics, recognition_metrics
 
-LABELS = ["happy", "sad", "angry", "fear", "happy", "sad"]
-WORD = {"happy": "smiles", "sad": "weeps", "angry": "scowls", "fear": "trembles", "surprise": "gasps"}
-READ = {v: k for k, v in WORD.items()}  # the fake judge reads one cue word back to its emotion
-
-
-def make_examples(labels=LABELS):
-    im = Image.new("RGB", (8, 8), (120, 60, 30))
-    return [{"clip_id": f"c{i:02d}", "label": y, "dataset": "dfew", "frames": [im, im], "spectrogram": im}
-            for i, y in enumerate(labels)]
-
-
-def completion(think_emotion, answer):
-    return f"<think>She {WORD[think_emotion]}. The room is quiet.</think>\n<answer>{answer}</answer>"
-
-
-class FakePolicy:
-    """Canned completions: answers the truth; the rationale names ``drift_to`` for clips listed in
-    ``drift`` (per seed, so sampling seeds can differ); counts how many clips it decoded."""
-
-    def __init__(self, drift=None, unparseable=()):
-        self.drift, self.unparseable, self.calls = drift or {}, set(unparseable), 0
-
-    def __call__(self, examples, temperature, top_p, seed, max_new_tokens):
-        self.calls += len(examples)
-        out = []
-        for ex in examples:
-            if ex["clip_id"] in self.unparseable:
-                out.append("<think>She smiles.</think> no answer")
-                continue
-            think = self.drift.get(ex["clip_id"], ex["label"]) if temperature > 0 else ex["label"]
-            out.append(completion(think, ex["label"]))
-        return out
-
-
-class FakeJudge:
-    name = "fake-keyword-judge"
-
-    def judge(self, texts, labels):
-        assert "happy" in labels  # the judges interface: the dataset's label list
-        found = []
-        for t in texts:
-            hits = [READ[w.strip(".").lower()] for w in t.split() if w.strip(".").lower() in READ]
-            found.append(hits[0] if hits else "neutral")
-        return found
-
-
-class FakeVerifier:
-    """Cue words -> their GoEmotions label with p = 0.9; anything else -> neutral."""
-    ROWS = {"smiles": 17, "weeps": 25, "scowls": 2, "trembles": 14, "gasps": 26}
-
-    def predict_proba(self, texts):
-        out = np.full((len(texts), 28), 0.01)
-        for i, t in enumerate(texts):
-            k = next((self.ROWS[w.strip(".").lower()] for w in t.split() if w.strip(".").lower() in self.ROWS), 27)
-            out[i, k] = 0.9
-        return out
-
-
 @pytest.fixture
 def cfg():
     return load_config("smoke", ["eval.seeds=[0,1,2]", "eval.bootstrap=50", "eval.max_clips=null"])
@@ -82,8 +24,8 @@ def test_protocols_are_the_papers_sampling_then_greedy(cfg):
     assert ps[1].temperature == 0 and ps[1].seeds == (0,)
 
 
-def test_decoding_is_cached_and_resumes_where_it_stopped(tmp_path):
-    ex, gen = make_examples(), FakePolicy()
+def test_decoding_is_cached_and_resumes_where_it_stopped(tmp_path, fakes):
+    ex, gen = fakes.make_examples(), fakes.FakePolicy()
     kw = dict(temperature=0.3, top_p=0.9, seeds=(0, 1), max_new_tokens=16, batch_size=4)
     first = E.decode_cached(gen, ex, tmp_path / "c.jsonl", **kw)
     assert gen.calls == 12 and len(first) == 2 and len(first[0]) == 6  # 6 clips x 2 seeds
@@ -94,8 +36,8 @@ def test_decoding_is_cached_and_resumes_where_it_stopped(tmp_path):
     assert gen.calls == 12 + 10  # only the ten missing rows
 
 
-def test_changing_model_or_settings_discards_the_cache(tmp_path):
-    ex, gen = make_examples(), FakePolicy()
+def test_changing_model_or_settings_discards_the_cache(tmp_path, fakes):
+    ex, gen = fakes.make_examples(), fakes.FakePolicy()
     kw = dict(temperature=0.3, top_p=0.9, seeds=(0,), max_new_tokens=16)
     E.decode_cached(gen, ex, tmp_path / "c.jsonl", fingerprint="a", **kw)
     E.decode_cached(gen, ex, tmp_path / "c.jsonl", fingerprint="b", **kw)
@@ -115,19 +57,19 @@ def test_judge_texts_skips_empty_rationales_and_normalises():
     assert calls == [["She smiles."]]
 
 
-def test_scores_match_the_metrics_module_on_a_hand_made_fold():
+def test_scores_match_the_metrics_module_on_a_hand_made_fold(fakes):
     labels = ["happy", "sad", "angry", "fear"]
-    comps = [[completion("happy", "happy"),        # TT, consistent
-              completion("happy", "sad"),          # TF: answer right, rationale reads happy
-              completion("angry", "fear"),          # FT: answer wrong, rationale right
+    comps = [[fakes.completion("happy", "happy"),        # TT, consistent
+              fakes.completion("happy", "sad"),          # TF: answer right, rationale reads happy
+              fakes.completion("angry", "fear"),          # FT: answer wrong, rationale right
               "<think>She trembles.</think>"]]      # unparseable: FF, not consistent
-    got = E.score_decodes(comps, labels, FakeJudge(), n_boot=20)
+    got = E.score_decodes(comps, labels, fakes.FakeJudge(), n_boot=20)
     # EEA = (TT + FT) / N = 2/4; FCR = TT / N = 1/4; EPC = 1/4 (clip 0 only); WAR = 2/4; UAR = mean(1,1,0,0)
     assert (got["EEA"], got["FCR"], got["EPC"], got["WAR"], got["UAR"]) == (0.5, 0.25, 0.25, 0.5, 0.5)
     assert (got["TT"], got["TF"], got["FT"], got["FF"], got["unparseable"]) == (1, 1, 1, 1, 1)
     assert got["FCR_given_correct"] == 0.5 and got["n"] == 4
     preds = ["happy", "sad", "fear", None]
-    judged = FakeJudge().judge(["She smiles.", "She smiles.", "She scowls.", "She trembles."], ["happy"])
+    judged = fakes.FakeJudge().judge(["She smiles.", "She smiles.", "She scowls.", "She trembles."], ["happy"])
     ref = consistency_metrics(preds, judged, labels)
     assert {k: got[k] for k in ("EEA", "FCR", "EPC")} == {k: ref[k] for k in ("EEA", "FCR", "EPC")}
     assert got["UAR"] == recognition_metrics(preds, labels)["UAR"]
@@ -135,35 +77,29 @@ def test_scores_match_the_metrics_module_on_a_hand_made_fold():
         assert low <= got[k] <= high, k
 
 
-def test_headline_pools_seeds_as_their_mean():
-    ex = make_examples()
+def test_headline_pools_seeds_as_their_mean(fakes):
+    ex = fakes.make_examples()
     labels = [e["label"] for e in ex]
-    per_seed = [FakePolicy(drift={f"c0{s}": "surprise"})(ex, 0.3, 0.9, s, 16) for s in range(3)]
-    got = E.score_decodes(per_seed, labels, FakeJudge(), n_boot=20)
+    per_seed = [fakes.FakePolicy(drift={f"c0{s}": "surprise"})(ex, 0.3, 0.9, s, 16) for s in range(3)]
+    got = E.score_decodes(per_seed, labels, fakes.FakeJudge(), n_boot=20)
     # one drifted rationale per seed out of six clips: EEA 5/6 in every seed and pooled
     assert [r["EEA"] for r in got["per_seed"]] == pytest.approx([5 / 6] * 3)
     assert got["EEA"] == pytest.approx(np.mean([r["EEA"] for r in got["per_seed"]]))
     assert got["n"] == 6 and got["n_decodes"] == 18
 
 
-def test_bootstrap_interval_is_wide_on_few_clips_and_contains_the_point():
-    ex = make_examples() * 2
+def test_bootstrap_interval_is_wide_on_few_clips_and_contains_the_point(fakes):
+    ex = fakes.make_examples() * 2
     labels = [e["label"] for e in ex]
-    comps = [[completion("surprise" if i % 2 else y, y) for i, y in enumerate(labels)]]
-    got = E.score_decodes(comps, labels, FakeJudge(), n_boot=200)
+    comps = [[fakes.completion("surprise" if i % 2 else y, y) for i, y in enumerate(labels)]]
+    got = E.score_decodes(comps, labels, fakes.FakeJudge(), n_boot=200)
     low, high = got["ci"]["EEA"]
     assert got["EEA"] == 0.5 and low < 0.5 < high and high - low > 0.2
 
 
-def fake_generators():
-    drift = {"c00": "surprise", "c01": "happy", "c03": "surprise"}
-    return {"sft": (FakePolicy(drift=drift), "f-sft"), "baseline": (FakePolicy(drift=drift), "f-base"),
-            "erv": (FakePolicy(), "f-erv")}
-
-
-def test_evaluate_models_writes_schema_records_and_a_report(tmp_path, cfg):
-    ex = make_examples()
-    results = E.evaluate_models(fake_generators(), ex, FakeJudge(), cfg, tmp_path, verifier=FakeVerifier())
+def test_evaluate_models_writes_schema_records_and_a_report(tmp_path, cfg, fakes):
+    ex = fakes.make_examples()
+    results = E.evaluate_models(fakes.fake_generators(), ex, fakes.FakeJudge(), cfg, tmp_path, verifier=fakes.FakeVerifier())
     results = R.write_results(results, tmp_path, eval_seconds=1.5)
     assert R.schema_problems(results) == []
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -184,17 +120,17 @@ def test_evaluate_models_writes_schema_records_and_a_report(tmp_path, cfg):
     md = (tmp_path / "results.md").read_text()
     assert "| GRPO + ERV" in md and "EEA" in md and "Greedy" in md and "TT = " in md
     # a second call decodes nothing: everything comes from run_dir/eval_cache
-    gens = fake_generators()
-    E.evaluate_models(gens, ex, FakeJudge(), cfg, tmp_path, verifier=FakeVerifier())
+    gens = fakes.fake_generators()
+    E.evaluate_models(gens, ex, fakes.FakeJudge(), cfg, tmp_path, verifier=fakes.FakeVerifier())
     assert all(g.calls == 0 for g, _ in gens.values())
 
 
-def test_a_second_judge_is_scored_with_its_agreement(tmp_path, cfg):
+def test_a_second_judge_is_scored_with_its_agreement(tmp_path, cfg, fakes):
     class AlwaysNeutral:
         def judge(self, texts, labels):
             return ["neutral"] * len(texts)
 
-    results = E.evaluate_models(fake_generators(), make_examples(), FakeJudge(), cfg, tmp_path,
+    results = E.evaluate_models(fakes.fake_generators(), fakes.make_examples(), fakes.FakeJudge(), cfg, tmp_path,
                                 extra_judges={"llm": AlwaysNeutral()})
     alt = results["erv"]["judges"]["llm"]
     assert alt["EEA"] == 0.0 and results["erv"]["EEA"] == 1.0  # no test clip is neutral
@@ -202,8 +138,8 @@ def test_a_second_judge_is_scored_with_its_agreement(tmp_path, cfg):
     assert results["protocol"]["extra_judges"] == ["llm"]
 
 
-def test_timings_come_from_the_course_runner_when_present(tmp_path, cfg):
-    results = E.evaluate_models(fake_generators(), make_examples(), FakeJudge(), cfg, tmp_path)
+def test_timings_come_from_the_course_runner_when_present(tmp_path, cfg, fakes):
+    results = E.evaluate_models(fakes.fake_generators(), fakes.make_examples(), fakes.FakeJudge(), cfg, tmp_path)
     (tmp_path / "course_timings.json").write_text(json.dumps({"00_overview.ipynb": 3.0, "05_x.ipynb": 9.0}))
     out = R.write_results(results, tmp_path, eval_seconds=4.0)
     assert out["timings"] == {"00_overview.ipynb": 3.0, "05_x.ipynb": 9.0}
@@ -224,8 +160,8 @@ def test_schema_problems_catches_a_missing_arm_and_a_percentage():
     assert "missing erv" in probs and any("baseline.EEA" in p for p in probs)
 
 
-def test_finalize_refreshes_the_reference_run_only_when_asked_and_only_for_cpu_tiny(tmp_path, cfg, monkeypatch):
-    results = E.evaluate_models(fake_generators(), make_examples(), FakeJudge(), cfg, tmp_path)
+def test_finalize_refreshes_the_reference_run_only_when_asked_and_only_for_cpu_tiny(tmp_path, cfg, monkeypatch, fakes):
+    results = E.evaluate_models(fakes.fake_generators(), fakes.make_examples(), fakes.FakeJudge(), cfg, tmp_path)
     R.write_results(results, tmp_path)
     (tmp_path / "course_timings.json").write_text(json.dumps({"05.ipynb": 2.0}))
     dest = tmp_path / "reference"
@@ -269,8 +205,8 @@ def test_shipped_reference_run_shows_the_erv_arm_pulling_ahead_in_training():
     assert acc_erv >= acc_base - 2 * (2 * p * (1 - p) / n) ** 0.5, (acc_erv, acc_base)
 
 
-def test_goal_check_reports_the_papers_claim(tmp_path, cfg):
-    results = E.evaluate_models(fake_generators(), make_examples(), FakeJudge(), cfg, tmp_path)
+def test_goal_check_reports_the_papers_claim(tmp_path, cfg, fakes):
+    results = E.evaluate_models(fakes.fake_generators(), fakes.make_examples(), fakes.FakeJudge(), cfg, tmp_path)
     g = R.goal_check(results)
     # fake ERV: EEA 6/6 vs baseline 3/6 -> +50 points; EPC the same; both answer every clip right -> UAR +0
     assert g["delta_points"]["EEA"] == pytest.approx(50) and g["delta_points"]["UAR"] == 0
@@ -279,8 +215,8 @@ def test_goal_check_reports_the_papers_claim(tmp_path, cfg):
     assert len(R.read_records(tmp_path)) == 6
 
 
-def test_paired_difference_is_the_difference_of_the_arms_with_an_interval_around_it(tmp_path, cfg):
-    results = E.evaluate_models(fake_generators(), make_examples(), FakeJudge(), cfg, tmp_path)
+def test_paired_difference_is_the_difference_of_the_arms_with_an_interval_around_it(tmp_path, cfg, fakes):
+    results = E.evaluate_models(fakes.fake_generators(), fakes.make_examples(), fakes.FakeJudge(), cfg, tmp_path)
     diff = results["erv_minus_baseline"]["sample"]
     for k in ("EEA", "EPC", "UAR"):
         assert diff[k]["value"] == pytest.approx(results["erv"][k] - results["baseline"][k])
@@ -303,12 +239,12 @@ def test_paired_difference_by_hand():
     assert 0 <= d["EEA"]["low"] <= 0.5 <= d["EEA"]["high"] <= 1
 
 
-def test_cli_evaluate_writes_and_prints_the_table(tmp_path, cfg, monkeypatch, capsys):
+def test_cli_evaluate_writes_and_prints_the_table(tmp_path, cfg, monkeypatch, capsys, fakes):
     from erv_lab.cli import main
 
     def fake_ensure(c, rd, force=False, dataset=None):
         assert c.preset == "smoke" and c.eval.seeds == [0] and force
-        res = E.evaluate_models(fake_generators(), make_examples(), FakeJudge(), c, rd)
+        res = E.evaluate_models(fakes.fake_generators(), fakes.make_examples(), fakes.FakeJudge(), c, rd)
         return R.write_results(res, rd, eval_seconds=0.5)
 
     monkeypatch.setattr(S, "ensure_results", fake_ensure)
@@ -344,17 +280,17 @@ def test_several_datasets_are_scored_each_on_its_own_test_fold(tmp_path, cfg):
     assert "# DFEW" in md and "# MAFW" in md
 
 
-def test_kappa_is_reported_between_every_pair_of_readings(tmp_path, cfg):
+def test_kappa_is_reported_between_every_pair_of_readings(tmp_path, cfg, fakes):
     class AlwaysNeutral:
         name = "neutral-only"
 
         def judge(self, texts, labels):
             return ["neutral"] * len(texts)
 
-    class Copy(FakeJudge):
+    class Copy(fakes.FakeJudge):
         name = "copy"
 
-    results = E.evaluate_models(fake_generators(), make_examples(), FakeJudge(), cfg, tmp_path,
+    results = E.evaluate_models(fakes.fake_generators(), fakes.make_examples(), fakes.FakeJudge(), cfg, tmp_path,
                                 extra_judges={"neutral-only": AlwaysNeutral(), "copy": Copy()})
     k = results["erv"]["kappa"]
     assert set(k) == {"fake-keyword-judge vs neutral-only", "fake-keyword-judge vs copy", "neutral-only vs copy"}
@@ -363,7 +299,7 @@ def test_kappa_is_reported_between_every_pair_of_readings(tmp_path, cfg):
     assert "## Every judge" in md and "| neutral-only vs copy |" in md
 
 
-def test_results_are_reused_only_for_the_same_models_and_settings(tmp_path, cfg, monkeypatch):
+def test_results_are_reused_only_for_the_same_models_and_settings(tmp_path, cfg, monkeypatch, fakes):
     from erv_lab import judges as J
     from erv_lab import train as T
     from erv_lab import verifier as V
@@ -375,11 +311,11 @@ def test_results_are_reused_only_for_the_same_models_and_settings(tmp_path, cfg,
         (dirs[arm] / "model.safetensors").write_text(arm)
     monkeypatch.setattr(S, "ensure_sft", lambda cfg, rd, dataset=None: dirs["sft"])
     monkeypatch.setattr(S, "ensure_grpo", lambda cfg, rd, arm, dataset=None: dirs[arm])
-    monkeypatch.setattr(S, "ensure_verifier", lambda cfg, rd: FakeVerifier())
-    monkeypatch.setattr(S, "evaluation_judges", lambda cfg, rd, verifier: {"fake-keyword-judge": FakeJudge()})
-    monkeypatch.setattr(S, "heldout_examples", lambda cfg, rd, dataset=None: make_examples())
+    monkeypatch.setattr(S, "ensure_verifier", lambda cfg, rd: fakes.FakeVerifier())
+    monkeypatch.setattr(S, "evaluation_judges", lambda cfg, rd, verifier: {"fake-keyword-judge": fakes.FakeJudge()})
+    monkeypatch.setattr(S, "heldout_examples", lambda cfg, rd, dataset=None: fakes.make_examples())
     made = []
-    monkeypatch.setattr(S, "policy_generator", lambda d, cfg: made.append(d) or (FakePolicy(), E.model_fingerprint(d)))
+    monkeypatch.setattr(S, "policy_generator", lambda d, cfg: made.append(d) or (fakes.FakePolicy(), E.model_fingerprint(d)))
     first = S.ensure_results(cfg, tmp_path)
     assert len(made) == 3 and first["settings"]["models"]["erv"] == E.model_fingerprint(dirs["erv"])
     assert S.ensure_results(cfg, tmp_path) == first and len(made) == 3  # same models, same settings: reused

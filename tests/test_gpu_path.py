@@ -121,3 +121,19 @@ def test_grpo_generates_the_rollouts_in_micro_batches(tmp_path):
     assert args.generation_batch_size == T4.grpo.micro_batch  # rollouts generated micro_batch at a time
     assert args.gradient_accumulation_steps * T4.grpo.micro_batch == T4.grpo.prompts_per_step * T4.grpo.num_generations
     assert args.loss_type == T4.grpo.loss_type and args.disable_dropout
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_attention_runs_without_the_math_kernel(tmp_path, clips, qlora_tiny_llava):
+    """Where CUDA is present: the colab-t4 path in fp16 with SDPA restricted to the memory-efficient kernel (a
+    T4's only fused one). Handing GQA to SDPA there raises "No available kernel" instead of falling back."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    model, processor = _tiny_4bit(tmp_path, clips, {"attn_implementation": T4.policy.attn_implementation},
+                                  qlora_tiny_llava)
+    batch = _batch(processor, clips).to("cuda")
+    batch["pixel_values"] = batch["pixel_values"].half()
+    with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]), torch.no_grad():
+        assert torch.isfinite(model.eval()(**batch).logits).all()

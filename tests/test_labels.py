@@ -1,4 +1,4 @@
-"""labels.py: the paper's splitter, label sets, normalisation and the GoEmotions map (ERV_METHOD.md)."""
+"""labels.py: the paper's splitter, label sets, normalisation and the GoEmotions map (docs/METHOD.md)."""
 from __future__ import annotations
 
 import doctest

@@ -1,4 +1,4 @@
-"""Rewards: a test per branch of ERV_METHOD.md, hand-computed with a fake verifier, plus property tests."""
+"""Rewards: a test per branch of docs/METHOD.md, hand-computed with a fake verifier, plus property tests."""
 from __future__ import annotations
 
 import doctest

@@ -8,16 +8,15 @@ from PIL import Image
 from erv_lab import widgets as W
 from erv_lab.config import load_config
 from erv_lab.evaluate import evaluate_models
-from test_evaluate import FakeJudge, FakeVerifier, fake_generators, make_examples
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory):
+def evaluated(tmp_path_factory, fakes):
     cfg = load_config("smoke", ["eval.seeds=[0,1,2]", "eval.bootstrap=20", "eval.max_clips=null"])
-    ex = make_examples()
+    ex = fakes.make_examples()
     ex[0]["spectrogram"] = Image.new("L", (16, 8), 200)
     run = tmp_path_factory.mktemp("run")
-    evaluate_models(fake_generators(), ex, FakeJudge(), cfg, run, verifier=FakeVerifier())
+    evaluate_models(fakes.fake_generators(), ex, fakes.FakeJudge(), cfg, run, verifier=fakes.FakeVerifier())
     records = json.loads((run / "eval" / "records.json").read_text())
     return records, {e["clip_id"]: e for e in ex}
 
