@@ -177,12 +177,12 @@ def _dataset_label(goemotion: str, dataset: str) -> str | None:
 
 
 def probe_table(verifier: Any, cfg, probes: Sequence[tuple] | None = None, dataset: str = "dfew") -> list[dict]:
-    """The verifier issue's gaming probes (``erv_lab.verifier.PROBES``: name, sentences, GoEmotions target,
+    """The verifier's gaming probes (``erv_lab.validation.PROBES``: name, sentences, GoEmotions target,
     should-credit) scored by the *reward*: the paper's explanation reward and the same with the anti-stuffing
     guard. A sound reward gives ~0 to every probe that should not be credited; the guard should remove the
     credit of stuffing and repetition but not of the honest control."""
     if probes is None:
-        from erv_lab.verifier import PROBES as probes
+        from erv_lab.validation import PROBES as probes
     rows = []
     for name, sents, target, should in probes:
         y = _dataset_label(target, dataset)

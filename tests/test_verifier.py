@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from erv_lab import validation as VAL
 from erv_lab import verifier as V
 from erv_lab.config import load_config
 from erv_lab.labels import GOEMOTIONS, LOSSY_PROXIES, label_set, split_sentences, to_goemotions
@@ -93,7 +94,7 @@ def test_predict_proba_has_one_column_per_goemotions_label(small):
 
 def test_adapted_verifier_recognises_held_out_rationale_sentences(small):
     model, held = small
-    res = V.rationale_metrics(model, held)
+    res = VAL.rationale_metrics(model, held)
     assert res["n"] == len(held) and res["accuracy"] > 0.8, res  # chance is far lower (~1/12 labels)
 
 
@@ -157,21 +158,21 @@ def test_macro_f1_matches_scikit_learn():
     rng = np.random.default_rng(0)
     Y = (rng.random((200, 28)) < 0.1).astype(float)
     P = rng.random((200, 28))
-    assert V.macro_f1(P, Y, 0.5) == pytest.approx(f1_score(Y, P > 0.5, average="macro", zero_division=0))
+    assert VAL.macro_f1(P, Y, 0.5) == pytest.approx(f1_score(Y, P > 0.5, average="macro", zero_division=0))
 
 
 def test_goemotions_metrics_picks_the_threshold_on_dev_only():
     Y = np.eye(28)[np.arange(280) % 28]
     Pdev = Y * 0.35 + 0.3 * (1 - Y)  # dev: positives 0.35, negatives 0.30 -> best threshold in [0.30, 0.35)
     Ptest = Y * 0.9                   # test is perfect at any threshold < 0.9
-    m = V.goemotions_metrics({"dev": (Pdev, Y, None), "test": (Ptest, Y, None)})
+    m = VAL.goemotions_metrics({"dev": (Pdev, Y, None), "test": (Ptest, Y, None)})
     assert 0.30 <= m["dev_threshold"] < 0.35 and m["dev_macro_f1"] == 1.0 and m["test_macro_f1"] == 1.0
     assert set(m["per_label_f1"]) == set(GOEMOTIONS)
 
 
 def test_rationale_metrics_counts_teacher_label_in_set():
     rows = [{"sentence": "a", "labels": [17], "kind": "visual"}, {"sentence": "b", "labels": [25], "kind": "audio"}]
-    res = V.rationale_metrics(Lookup({"a": 17, "b": 2}), rows)
+    res = VAL.rationale_metrics(Lookup({"a": 17, "b": 2}), rows)
     assert res["accuracy"] == 0.5 and res["sweep"]["0.1"]["per_kind"] == {"audio": 0.0, "visual": 1.0}
     assert res["sweep"]["0.5"]["mean_set_size"] == 1.0
 
@@ -180,20 +181,20 @@ def test_proxy_audit_separates_class_and_other_sentences():
     rows = [{"sentence": "c1", "emotion": "contempt", "layout": "mafw"},
             {"sentence": "c2", "emotion": "contempt", "layout": "mafw"},
             {"sentence": "x", "emotion": "anger", "layout": "mafw"}]
-    res = V.proxy_audit(Lookup({"c1": 10, "c2": 2, "x": 10}), rows)
+    res = VAL.proxy_audit(Lookup({"c1": 10, "c2": 2, "x": 10}), rows)
     assert res["contempt->disapproval"] == {"n_class": 2, "fires_on_class": 0.5, "fires_on_others": 1.0}
 
 
 def test_gaming_probes_flag_a_keyword_verifier_as_fooled():
-    keyword = Lookup({s: 17 for _, sents, _, _ in V.PROBES for s in sents if "happy" in s or "joy" in s})
-    res = {r["probe"]: r for r in V.gaming_probes(keyword)}
+    keyword = Lookup({s: 17 for _, sents, _, _ in VAL.PROBES for s in sents if "happy" in s or "joy" in s})
+    res = {r["probe"]: r for r in VAL.gaming_probes(keyword)}
     assert not res["control: described cue"]["fooled"]
     assert res["keyword stuffing"]["fooled"] and res["negation"]["fooled"] and res["repetition"]["fooled"]
     assert not res["control: plain description"]["fooled"]
 
 
 def test_throughput_is_positive(small):
-    assert V.throughput(small[0], ["She smiles."] * 100) > 0
+    assert VAL.throughput(small[0], ["She smiles."] * 100) > 0
 
 
 # --------------------------------------------------------------------------- train-or-load, CLI
