@@ -41,7 +41,8 @@ course: $(STAMP)
 browser:
 	@if [ -x /usr/bin/chromium ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+			|| echo "note: apt could not install chromium; the browser test will skip (or fail under CI=1)"; \
 	else echo "note: no /usr/bin/chromium (apt install chromium); the browser test will be skipped"; fi
 
 test: $(STAMP) browser
