@@ -20,8 +20,8 @@ from typing import Any, Callable, Sequence
 from tqdm.auto import tqdm
 
 from erv_lab.envinfo import machine_summary
-from erv_lab.grounding import pooled_grounding
-from erv_lab.labels import normalize_label, vocabulary
+from erv_lab.grounding import clip_cues, cue_marks, pooled_grounding
+from erv_lab.labels import normalize_label, split_sentences, vocabulary
 from erv_lab.metrics import bootstrap_ci, consistency_metrics, recognition_metrics
 from erv_lab.rewards import ExplanationReward, accuracy_reward, format_reward, parse_completion
 
@@ -199,17 +199,14 @@ def clip_records(completions: Sequence[str], examples: Sequence[dict], judged: S
         erv = ExplanationReward(verifier, cfg.verifier.threshold, cfg.verifier.top_k, cfg.reward.variant,
                                 cfg.reward.anti_stuffing)
         details = erv.details(completions, solution=labels, dataset=ds)
-    from erv_lab.grounding import clip_cues, described_cues, sentence_grounding  # noqa: F811
-
     out = []
     for i, c in enumerate(completions):
         think, answer = parse_completion(c)
         d = details[i]
         present = clip_cues(examples[i])
-        sentences = d["sentences"] if d else [{"text": s["text"]} for s in sentence_grounding(think, present)]
+        sentences = d["sentences"] if d else [{"text": s} for s in split_sentences(think)]
         for s in sentences:  # cue grounding of every sentence (erv_lab.grounding; None without a cue list)
-            s["cues"] = described_cues(s["text"])
-            s["absent"] = None if present is None else [q for q in s["cues"] if q not in present]
+            s.update(cue_marks(s["text"], present))
         out.append({"completion": c, "think": think, "answer": answer,
                     "prediction": normalize_label(answer, ds[i]) if answer else None, "judged": judged[i],
                     "rewards": {"format": fmt[i], "accuracy": acc[i], "explanation": d["reward"] if d else None},
@@ -265,17 +262,17 @@ def evaluate_models(generators: dict[str, tuple[GenerateFn, str]], examples: Seq
             scores = score_decodes(comps, labels, judge, dataset, cfg.eval.bootstrap, cfg.data.seed, judged)
             for ex, rec in zip(examples, clip_records(comps[0], examples, judged[0], verifier, cfg)):
                 records[ex["clip_id"]]["arms"].setdefault(arm, {})[proto.name] = rec
-            readings = {getattr(judge, "name", "headline"): judged}
+            head = getattr(judge, "name", "headline")
+            readings = {head: judged}
             for name, other in (extra_judges or {}).items():
-                j2 = [judge_texts(other, [parse_completion(c)[0] or "" for c in cs], dataset) for cs in comps]
-                alt = score_decodes(comps, labels, other, dataset, cfg.eval.bootstrap, cfg.data.seed, j2)
-                alt["agreement"] = _agreement(judged, j2, dataset)
-                scores.setdefault("judges", {})[name] = alt
-                readings[name] = j2
+                readings[name] = [judge_texts(other, [parse_completion(c)[0] or "" for c in cs], dataset) for cs in comps]
+                scores.setdefault("judges", {})[name] = score_decodes(comps, labels, other, dataset, cfg.eval.bootstrap,
+                                                                      cfg.data.seed, readings[name])
             names = list(readings)
-            scores["kappa"] = {f"{a} vs {b}": {k: v for k, v in _agreement(readings[a], readings[b], dataset).items()
-                                              if k in ("kappa", "agreement", "n")}
+            scores["kappa"] = {f"{a} vs {b}": _agreement(readings[a], readings[b], dataset)
                                for i, a in enumerate(names) for b in names[i + 1:]}
+            for name in scores.get("judges", {}):  # each reading's agreement with the headline
+                scores["judges"][name]["agreement"] = scores["kappa"][f"{head} vs {name}"]
             scores["grounding"] = pooled_grounding(comps, examples, judged)
             if verifier is not None:
                 scores["explanation_reward"] = mean_explanation_reward(comps, examples, verifier, cfg)
@@ -333,8 +330,8 @@ def evaluate_by_dataset(generators: dict[str, tuple[GenerateFn, str]], examples:
     on MAFW + DFEW, as in the paper, is reported per dataset, never pooled across label sets).
 
     One dataset: exactly :func:`evaluate_models` in ``run_dir``. Several: each in ``run_dir/datasets/<name>/``
-    (its own records and cache; ``erv_lab.stages`` writes its results.json there); the returned dict is the first dataset's results (so the
-    results.json schema holds) plus ``datasets: {name: results}`` for all of them."""
+    (its own records and cache; ``erv_lab.stages`` writes its results.json there); the returned dict is the
+    first dataset's results (so the results.json schema holds) plus ``datasets: {name: results}``."""
     by: dict[str, list[dict]] = {}
     for ex in examples:
         by.setdefault(ex.get("dataset", "dfew"), []).append(ex)

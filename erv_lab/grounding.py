@@ -52,14 +52,16 @@ def clip_cues(example: dict) -> set[str] | None:
     return found or None
 
 
+def cue_marks(sentence: str, present: set[str] | None) -> dict:
+    """``{"cues", "absent"}`` of one sentence: the cues it describes, and those the clip does not show
+    (``None`` when the clip has no cue list)."""
+    cues = described_cues(sentence)
+    return {"cues": cues, "absent": None if present is None else [c for c in cues if c not in present]}
+
+
 def sentence_grounding(think: str | None, present: set[str] | None) -> list[dict]:
-    """Per sentence of the rationale: ``{"text", "cues", "absent"}``; ``absent`` lists described cues the
-    clip does not show (``None`` when the clip has no cue list)."""
-    out = []
-    for s in split_sentences(think):
-        cues = described_cues(s)
-        out.append({"text": s, "cues": cues, "absent": None if present is None else [c for c in cues if c not in present]})
-    return out
+    """Per sentence of the rationale (the paper's splitter): ``{"text", "cues", "absent"}``."""
+    return [{"text": s, **cue_marks(s, present)} for s in split_sentences(think)]
 
 
 def grounding_metrics(thinks: Sequence[str | None], examples: Sequence[dict], judged: Sequence[str | None]) -> dict:

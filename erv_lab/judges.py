@@ -188,8 +188,9 @@ class HFJudge(_Judge):
 # =========================================================================== offline classifier judge
 class ClassifierJudge(_Judge):
     """Any ``predict_proba`` text scorer as a judge: embed the whole rationale, keep the GoEmotions columns
-    of the dataset's labels (``labels.to_goemotions``), answer the most probable one. The offline default
-    wraps the MiniLM classifier, a different family and training from the n-gram reward verifier."""
+    of the dataset's labels (``labels.to_goemotions``), answer the most probable one. Over the MiniLM
+    classifier trained like the reward it is ``minilm-sibling``; over the verifier, ``verifier-reading``:
+    readings that share the reward's training, reported beside the headline, never as it."""
 
     name = "classifier"
 
@@ -207,8 +208,19 @@ class ClassifierJudge(_Judge):
         return out
 
 
+class _ScoringJudge(_Judge):
+    """A judge that scores every label (``scores(reasons, labels) -> (N, len(labels))``) and answers the best;
+    an empty rationale is a failure (neutral)."""
+
+    def judge(self, reasons: Sequence[str], labels: Sequence[str]) -> list[str]:
+        if not len(reasons):
+            return []
+        S = self.scores(reasons, labels)
+        return [self._map(labels[int(np.argmax(s))] if r else None, labels) for r, s in zip(reasons, S)]
+
+
 # =========================================================================== zero-shot embedding judge
-class PrototypeJudge(_Judge):
+class PrototypeJudge(_ScoringJudge):
     """Zero-shot: the label whose prototype sentence is nearest (cosine, MiniLM) to the whole rationale.
 
     Like the paper's LLM judge, it gets only the label list: each label's prototype is ``PROTOTYPE`` filled
@@ -243,15 +255,8 @@ class PrototypeJudge(_Judge):
         """(N, len(labels)) cosine similarities (embeddings are l2-normalised)."""
         return self.encoder.encode([r or "" for r in reasons]) @ self.prototypes(labels).T
 
-    def judge(self, reasons: Sequence[str], labels: Sequence[str]) -> list[str]:
-        if not len(reasons):
-            return []
-        S = self.scores(reasons, labels)
-        return [self._map(labels[int(np.argmax(s))] if r else None, labels) for r, s in zip(reasons, S)]
-
-
 # =========================================================================== the paper's LLM judge, offline
-class GGUFJudge(_Judge):
+class GGUFJudge(_ScoringJudge):
     """The paper's judge prompt, verbatim, answered offline by a small pretrained causal LM.
 
     Default: Gemma 3 270M (base, not instruction-tuned), Q4_K_M GGUF, from the PyPI packages
@@ -264,9 +269,9 @@ class GGUFJudge(_Judge):
     name = "gemma3-270m"
     GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 
-    def __init__(self, gguf_path: str | Path | None = None, batch_size: int = 8, threads: int | None = None):
+    def __init__(self, gguf_path: str | Path | None = None, batch_size: int = 8):
         super().__init__()
-        self.gguf_path, self.batch_size, self.threads = gguf_path, batch_size, threads
+        self.gguf_path, self.batch_size = gguf_path, batch_size
         self._model = self._tok = None
 
     def _load(self):
@@ -297,32 +302,19 @@ class GGUFJudge(_Judge):
         tok, model = self._tok, self._model
         label_ids = [tok(" " + lab, add_special_tokens=False)["input_ids"] for lab in labels]
         out = np.zeros((len(reasons), len(labels)), dtype=np.float64)
-        old = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        try:
-            with torch.inference_mode():
-                for start in range(0, len(reasons), self.batch_size):
-                    prompts = [judge_prompt(r or "", labels) for r in reasons[start:start + self.batch_size]]
-                    enc = tok(prompts, return_tensors="pt", padding=True)
-                    last = torch.log_softmax(model(**enc, logits_to_keep=1).logits[:, -1].float(), -1)
-                    for j, ids in enumerate(label_ids):
-                        if len(ids) == 1:  # one token: read it off the prompt's last position
-                            out[start:start + len(prompts), j] = last[:, ids[0]].numpy()
-                            continue
-                        enc2 = tok([p + " " + labels[j] for p in prompts], return_tensors="pt", padding=True)
-                        lp = torch.log_softmax(model(**enc2, logits_to_keep=len(ids) + 1).logits[:, :-1].float(), -1)
-                        out[start:start + len(prompts), j] = sum(lp[:, t, ids[t]] for t in range(len(ids))).numpy()
-        finally:
-            torch.set_num_threads(old)
+        with torch.inference_mode():
+            for start in range(0, len(reasons), self.batch_size):
+                prompts = [judge_prompt(r or "", labels) for r in reasons[start:start + self.batch_size]]
+                enc = tok(prompts, return_tensors="pt", padding=True)
+                last = torch.log_softmax(model(**enc, logits_to_keep=1).logits[:, -1].float(), -1)
+                for j, ids in enumerate(label_ids):
+                    if len(ids) == 1:  # one token: read it off the prompt's last position
+                        out[start:start + len(prompts), j] = last[:, ids[0]].numpy()
+                        continue
+                    enc2 = tok([p + " " + labels[j] for p in prompts], return_tensors="pt", padding=True)
+                    lp = torch.log_softmax(model(**enc2, logits_to_keep=len(ids) + 1).logits[:, :-1].float(), -1)
+                    out[start:start + len(prompts), j] = sum(lp[:, t, ids[t]] for t in range(len(ids))).numpy()
         return out
-
-    def judge(self, reasons: Sequence[str], labels: Sequence[str]) -> list[str]:
-        if not len(reasons):
-            return []
-        S = self.scores(reasons, labels)
-        return [self._map(labels[int(np.argmax(s))] if r else None, labels) for r, s in zip(reasons, S)]
-
 
 def train_minilm_judge(cfg, run_dir: str | Path, n_goemotions: int | None = None, progress: bool | None = None):
     """Frozen MiniLM + logistic head on a seeded GoEmotions-train subsample (``n_goemotions``; default 1,500,
@@ -415,9 +407,8 @@ def goemotions_validation_rows(dataset: str = "dfew", per_class: int = 60, seed:
     from erv_lab.goemotions import read_split
 
     vocab = VOCABULARIES[dataset]
-    inverse = {to_goemotions(lab, dataset): lab for lab in vocab}
-    if len(inverse) != len(vocab):  # two classes share a GoEmotions label: ambiguous rows, skip them
-        inverse = {i: lab for i, lab in inverse.items() if sum(to_goemotions(x, dataset) == i for x in vocab) == 1}
+    ids = [to_goemotions(lab, dataset) for lab in vocab]
+    inverse = {i: lab for i, lab in zip(ids, vocab) if ids.count(i) == 1}  # a shared GoEmotions label is ambiguous
     rows = [{"text": text, "label": inverse[ids[0]]} for text, ids, _ in read_split("test")
             if len(ids) == 1 and ids[0] in inverse]
     rng = random.Random(seed)

@@ -282,7 +282,9 @@ def build_standin(name: str, out: str | Path, corpus: Sequence[str], sizes: dict
 
 # ---------------------------------------------------------------- save / load
 def save_policy(model, processor, path: str | Path, meta: dict | None = None) -> Path:
-    """Save weights (merged when LoRA on a full-precision base), processor and a ``policy.json`` note."""
+    """Save weights, processor and a ``policy.json`` note: full fine-tuning as is, LoRA merged into its
+    full-precision base, a 4-bit QLoRA adapter as the adapter alone (GRPO and evaluation re-load its base in
+    4-bit: no merge into a re-quantised copy, which would perturb the SFT result and write the whole model)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "peft_config") and not getattr(model, "is_loaded_in_4bit", False):

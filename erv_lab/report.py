@@ -233,8 +233,9 @@ def reference_markdown(results: dict, run_dir: str | Path | None = None) -> str:
         lines.append(f"- ERV minus baseline ({proto}, paired 95 % bootstrap): " + ", ".join(
             f"{k} {100 * diff[k]['value']:+.1f} [{100 * diff[k]['low']:+.1f}, {100 * diff[k]['high']:+.1f}]"
             for k in ("EEA", "EPC", "FCR", "UAR") if k in diff))
-    if run_dir is not None and training_line(run_dir):
-        lines += ["", training_line(run_dir)]
+    training = training_line(run_dir) if run_dir is not None else ""
+    if training:
+        lines += ["", training]
     t = results.get("timings", {})
     if t:
         lines += ["", f"Course compute on the machine that made it: {sum(t.values()):.0f} s (" +

@@ -13,6 +13,7 @@ score them, then writes ``results.json`` / ``results.md`` (``erv_lab.report``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 from erv_lab.data import ensure_dataset  # noqa: F401  re-exported: the stages in order
 from erv_lab.evaluate import GenerateFn, evaluate_by_dataset, model_fingerprint
 from erv_lab.judges import evaluation_judges  # noqa: F401
+from erv_lab.report import write_results
 from erv_lab.train import ensure_grpo, ensure_sft, run_arms  # noqa: F401
 from erv_lab.verifier import ensure_verifier, verifier_settings  # noqa: F401
 
@@ -50,10 +52,6 @@ def ensure_results(cfg, run_dir: str | Path, force: bool = False, dataset=None) 
     the same settings), then reuse ``run_dir/results.json`` only when it scored these very models with the
     same evaluation settings, judges and verifier (``results["settings"]``, ``erv_lab.reuse``); otherwise
     evaluate all three models and write results.json + results.md."""
-    import dataclasses
-
-    from erv_lab.report import write_results
-
     run_dir = Path(run_dir)
     dirs = {"sft": ensure_sft(cfg, run_dir, dataset=dataset),
             "baseline": ensure_grpo(cfg, run_dir, "baseline", dataset=dataset),

@@ -177,8 +177,7 @@ def build_initial_policy(cfg, train_ds, out: Path):
     corpus = list(train_ds["rationale"]) + list(train_ds["prosody"])
     processor = P.build_processor(P.train_tokenizer(corpus), pcfg.image_size)
     model = P.build_tiny_policy(pcfg, processor, seed=sft_seed(cfg))
-    labels = [lab for ds in sorted(set(train_ds["dataset"])) for lab in vocabulary(ds)]  # several datasets: all labels
-    labels = list(dict.fromkeys(labels))
+    labels = list(dict.fromkeys(lab for ds in sorted(set(train_ds["dataset"])) for lab in vocabulary(ds)))  # all datasets
     warm = P.warmup_vision(model, processor, train_ds, labels, pcfg.vision_warmup_epochs, seed=sft_seed(cfg),
                           audio=pcfg.audio)
     meta = {"kind": "tiny-llava", "image_size": pcfg.image_size, "warmup": warm,
@@ -199,13 +198,6 @@ def _trainable_policy(start, cfg):
     if cfg.policy.lora_r > 0:
         model = P.with_lora(model, cfg.policy)
     return model
-
-
-def save_merged(model, processor, start, path: Path, cfg, meta: dict) -> Path:
-    """Save the stage's model at ``path``: full fine-tuning as is, LoRA merged into its full-precision base,
-    a 4-bit QLoRA adapter as the adapter alone (its base is re-loaded in 4-bit by GRPO and evaluation: no merge
-    into a re-quantised copy, which would perturb the SFT result and write the whole model per stage)."""
-    return P.save_policy(model, processor, path, meta)
 
 
 def sft_args(cfg, out: Path):
@@ -260,7 +252,7 @@ def ensure_sft(cfg, run_dir: str | Path, dataset=None, callbacks: Sequence = (),
     trainer.train(resume_from_checkpoint=resume)
     metrics = _finish(trainer, out, t0, steps0, {"stage": "sft", "preset": cfg.preset})
     if trainer.accelerator.is_main_process:
-        save_merged(trainer.model, processor, start, final, cfg, {**meta, "stage": "sft", "metrics": metrics})
+        P.save_policy(trainer.model, processor, final, {**meta, "stage": "sft", "metrics": metrics})
     return final
 
 
@@ -424,7 +416,7 @@ def ensure_grpo(cfg, run_dir: str | Path, arm: str, dataset=None, reward_funcs: 
                                                  "rewards": [getattr(f, "__name__", str(f)) for f in funcs]})
     if trainer.accelerator.is_main_process:
         meta = json.loads((Path(sft) / "policy.json").read_text())
-        save_merged(trainer.model, processor, sft, final, cfg, {**meta, "stage": f"grpo-{arm}", "metrics": metrics})
+        P.save_policy(trainer.model, processor, final, {**meta, "stage": f"grpo-{arm}", "metrics": metrics})
     trainer.accelerator.wait_for_everyone()
     return final
 
@@ -541,6 +533,21 @@ def degenerate_config(cfg):
     bad.reward.strict_format, bad.reward.anti_stuffing = False, False
     bad.grpo.beta, bad.grpo.learning_rate = 0.0, 3e-4
     return bad
+
+
+def degenerate_lesson(cfg, run_dir: str | Path) -> tuple[Path, int] | None:
+    """``(folder holding erv-degenerate/, its G)`` for notebook 04's reward-hacking lesson: trained here into
+    ``run_dir`` when ``grpo.degenerate_lesson`` is on (one more GRPO run), else the shipped cpu-tiny run in
+    ``erv_lab/reference_run/``; ``None`` when neither exists."""
+    from erv_lab.config import load_config
+    from erv_lab.paths import REFERENCE_DIR
+
+    if cfg.grpo.degenerate_lesson:
+        ensure_grpo(degenerate_config(cfg), run_dir, "erv", name="erv-degenerate")
+        return Path(run_dir), cfg.grpo.num_generations
+    if (REFERENCE_DIR / "erv-degenerate" / "log_history.json").exists():
+        return REFERENCE_DIR, load_config("cpu-tiny").grpo.num_generations
+    return None
 
 
 # ---------------------------------------------------------------- CLI

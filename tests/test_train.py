@@ -255,3 +255,12 @@ def test_sft_has_its_own_seed_and_logging_steps(tmp_path):
     before = T.stage_settings(cfg, "sft")
     cfg.sft.logging_steps = 9  # logging does not make a trained model stale
     assert T.stage_settings(cfg, "sft") == before
+
+
+def test_the_lesson_run_is_the_shipped_one_unless_asked_to_train_it(tmp_path):
+    from erv_lab.paths import REFERENCE_DIR
+
+    cfg = load_config("cpu-tiny")
+    assert not cfg.grpo.degenerate_lesson
+    assert T.degenerate_lesson(cfg, tmp_path) == (REFERENCE_DIR, cfg.grpo.num_generations)
+    assert not (tmp_path / "erv-degenerate").exists()  # nothing trained
