@@ -1,8 +1,8 @@
-"""The ``erv-lab`` command line. Parsers only; each command calls one function in the package.
+"""The ``erv-lab`` command line: the parsers and every command's handler, in one place.
 
-Handlers are imported lazily (``"module:function"``) so that ``erv-lab --help`` is instant and a
-command only pays for the libraries it uses. Every handler takes the parsed ``argparse.Namespace`` and
-returns an exit code.
+Each handler takes the parsed ``argparse.Namespace``, calls the package's own functions (imported inside the
+handler, so that ``erv-lab --help`` is instant and a command only pays for the libraries it uses), prints
+what a person needs to see and returns an exit code.
 """
 from __future__ import annotations
 
@@ -12,10 +12,20 @@ import os
 import sys
 
 
-def _preset(p: argparse.ArgumentParser, default: str = "cpu-tiny") -> None:
+def _preset(p: argparse.ArgumentParser, out: str = "run folder (default: runs/<preset>/)", out_required: bool = False,
+            default: str = "cpu-tiny") -> None:
+    """``--preset``, ``--set`` (repeatable) and ``--out`` of a command that loads a config."""
     p.add_argument("--preset", default=default, help=f"preset name (erv-lab presets) or a YAML path (default: {default})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override one config value, e.g. --set grpo.max_steps=20 (repeatable)")
+    p.add_argument("--out", required=out_required, default=None, help=out)
+
+
+def _command(sub, handler: str, *args, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand whose handler is ``cmd_<...>`` of this module (resolved when the command runs)."""
+    p = sub.add_parser(*args, **kwargs)
+    p.set_defaults(handler=f"erv_lab.cli:{handler}")
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,10 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("env", help="print versions, device (CPU/CUDA + memory) and offline status")
-    p.set_defaults(handler="erv_lab.cli:cmd_env")
+    p = _command(sub, "cmd_env", "env", help="print versions, device (CPU/CUDA + memory) and offline status")
 
-    p = sub.add_parser("course", help="run every numbered notebook top to bottom on a preset")
+    p = _command(sub, "cmd_course", "course", help="run every numbered notebook top to bottom on a preset")
     p.add_argument("--preset", default="cpu-tiny")
     p.add_argument("--out", default=None, help="output folder (default: runs/<preset>/)")
     p.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run, e.g. 00 02")
@@ -37,25 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one config value in every notebook, e.g. --set grpo.max_steps=20 (repeatable)")
     p.add_argument("--reference", action="store_true",
                    help="maintainers (make reference): refresh the shipped erv_lab/reference_run/ from this cpu-tiny run")
-    p.set_defaults(handler="erv_lab.cli:cmd_course")
 
-    p = sub.add_parser("path", help="print the absolute path of a shipped config, e.g. accelerate/zero3.yaml")
+    p = _command(sub, "cmd_path", "path", help="print the absolute path of a shipped config, e.g. accelerate/zero3.yaml")
     p.add_argument("name", help="a file under erv_lab/configs/, e.g. cpu-tiny.yaml or accelerate/zero3.yaml")
-    p.set_defaults(handler="erv_lab.cli:cmd_path")
 
-    p = sub.add_parser("presets", help="list the presets and what they are for")
-    p.set_defaults(handler="erv_lab.cli:cmd_presets")
+    p = _command(sub, "cmd_presets", "presets", help="list the presets and what they are for")
 
-    p = sub.add_parser("synth", help="write synthetic emotion clips in the DFEW or MAFW on-disk layout")
+    p = _command(sub, "cmd_synth", "synth", help="write synthetic emotion clips in the DFEW or MAFW on-disk layout")
     p.add_argument("--layout", choices=["dfew", "mafw"], default="dfew")
     p.add_argument("--out", required=True, help="dataset root to create")
     p.add_argument("--clips", type=int, default=280, help="number of clips")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--difficulty", type=float, default=0.5, help="0 = obvious cues .. 1 = hard")
     p.add_argument("--drift-rate", type=float, default=None, help="share of drifting cold-start rationales")
-    p.set_defaults(handler="erv_lab.synth:cli_synth")
 
-    p = sub.add_parser("prepare", help="load a dataset fold, sample frames + audio, export JSONL")
+    p = _command(sub, "cmd_prepare", "prepare", help="load a dataset fold, sample frames + audio, export JSONL")
     p.add_argument("--dataset", choices=["dfew", "mafw", "folder"], required=True)
     p.add_argument("--root", required=True)
     p.add_argument("--fold", type=int, default=5)
@@ -68,44 +73,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--missing-audio", choices=["skip", "silence"], default="skip",
                    help="a clip without an audio track: skip it (default; a frame folder is kept) or keep it "
                         "with a silent 16 kHz track, counted as silent_audio in the report")
-    p.set_defaults(handler="erv_lab.data:cli_prepare")
 
     v = sub.add_parser("verifier", help="train, score with, or evaluate the Emotional Rationale Verifier")
     vs = v.add_subparsers(dest="verifier_command", metavar="ACTION")
-    p = vs.add_parser("train", help="train the verifier of a preset")
-    _preset(p)
-    p.add_argument("--out", required=True, help="folder to save the verifier (safetensors + config)")
-    p.set_defaults(handler="erv_lab.verifier:cli_train")
-    p = vs.add_parser("score", help="per-sentence labels and probabilities for a rationale")
+    p = _command(vs, "cmd_verifier_train", "train", help="train the verifier of a preset")
+    _preset(p, out="folder to save the verifier (safetensors + config)", out_required=True)
+    p = _command(vs, "cmd_verifier_score", "score", help="per-sentence labels and probabilities for a rationale")
     p.add_argument("--model", required=True)
     p.add_argument("--threshold", type=float, default=0.1)
     p.add_argument("--top-k", type=int, default=2)
     p.add_argument("text", nargs="+")
-    p.set_defaults(handler="erv_lab.verifier:cli_score")
-    p = vs.add_parser("eval", help="GoEmotions and rationale-domain metrics as JSON")
+    p = _command(vs, "cmd_verifier_eval", "eval", help="GoEmotions and rationale-domain metrics as JSON")
     p.add_argument("--model", required=True)
     p.add_argument("--out", default=None, help="also write the JSON here")
     p.add_argument("--max-rows", type=int, default=None, help="evaluate on a seeded subset of dev/test rows")
-    p.set_defaults(handler="erv_lab.verifier:cli_eval")
 
     t = sub.add_parser("train", help="cold-start SFT and GRPO (baseline or ERV arm)")
     ts = t.add_subparsers(dest="train_command", metavar="STAGE")
-    p = ts.add_parser("sft", help="cold-start SFT on rationales")
+    p = _command(ts, "cmd_sft", "sft", help="cold-start SFT on rationales")
     _preset(p)
-    p.add_argument("--out", default=None, help="run folder (default: runs/<preset>/)")
-    p.set_defaults(handler="erv_lab.train:cli_sft")
-    p = ts.add_parser("grpo", help="GRPO from the SFT checkpoint")
+    p = _command(ts, "cmd_grpo", "grpo", help="GRPO from the SFT checkpoint")
     _preset(p)
     p.add_argument("--arm", choices=["baseline", "erv"], required=True)
-    p.add_argument("--out", default=None, help="run folder (default: runs/<preset>/)")
-    p.set_defaults(handler="erv_lab.train:cli_grpo")
 
-    p = sub.add_parser("evaluate", help="decode the test fold with every model and write results.json")
+    p = _command(sub, "cmd_evaluate", "evaluate", help="decode the test fold with every model and write results.json")
     _preset(p)
-    p.add_argument("--out", default=None, help="run folder (default: runs/<preset>/)")
-    p.set_defaults(handler="erv_lab.stages:cli_evaluate")
 
-    p = sub.add_parser("explain", help="your own clip through a run's models: frames, spectrogram, rationale, "
+    p = _command(sub, "cmd_explain", "explain", help="your own clip through a run's models: frames, spectrogram, rationale, "
                                        "answer, verifier labels, judge (JSON + HTML)")
     p.add_argument("video", metavar="VIDEO", help="a video (with or without sound), a folder of frames, or a photo")
     p.add_argument("--run", required=True, help="run folder holding sft/final, baseline/final and/or erv/final")
@@ -114,7 +108,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="preset name or YAML path (default: the one the run's models were trained with, else cpu-tiny)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override one config value, e.g. --set eval.max_new_tokens=64 (repeatable)")
-    p.set_defaults(handler="erv_lab.explain:cli_explain")
     return parser
 
 
@@ -175,6 +168,151 @@ def cmd_course(args: argparse.Namespace) -> int:
     if os.path.exists(summary):
         print(open(summary, encoding="utf-8").read())
         print(f"results.json: {os.path.join(result['run_dir'], 'results.json')}")
+    return 0
+
+
+def _run(args: argparse.Namespace):
+    """``(cfg, run folder)`` of a command with ``--preset``, ``--set`` and ``--out``."""
+    from erv_lab.config import load_config, run_dir
+
+    cfg = load_config(args.preset, args.overrides)
+    return cfg, run_dir(cfg, args.out)
+
+
+def _metrics(final) -> str:
+    """The training metrics a saved policy folder records (``policy.json``), as JSON."""
+    import json
+    from pathlib import Path
+
+    meta = Path(final) / "policy.json"
+    return json.dumps(json.loads(meta.read_text()).get("metrics", {}) if meta.exists() else {}, indent=2)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    """``erv-lab synth --layout {dfew,mafw} --out DIR --clips N --seed S [--difficulty D] [--drift-rate R]``."""
+    import json
+
+    from erv_lab.synth import generate
+
+    kw = {} if args.drift_rate is None else {"drift_rate": args.drift_rate}
+    print(json.dumps(generate(args.out, layout=args.layout, clips=args.clips, seed=args.seed,
+                              difficulty=args.difficulty, **kw), indent=1))
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """``erv-lab prepare``: list a fold, decode + cache every clip, print class counts and the skip report,
+    write R1-Omni JSONL. ``--missing-audio silence`` keeps clips without an audio track (a silent track;
+    counted as ``silent_audio`` in the report) instead of skipping them."""
+    from collections import Counter
+    from pathlib import Path
+
+    from erv_lab.data import DataError, SkipReport, build_rows, list_records, write_jsonl
+    from erv_lab.synth import read_meta
+
+    report = SkipReport()
+    labels = args.labels.split(",") if args.labels else None
+    try:
+        recs = list_records(args.dataset, args.root, args.fold, args.split, report, labels=labels, csv_path=args.csv)
+        out = Path(args.out)
+        rows = build_rows(recs, out.parent / f"{out.stem}_cache", args.split, args.frames, 112, args.face_crop,
+                          report=report, progress=False, missing_audio=getattr(args, "missing_audio", "skip"))
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    kept = {r["clip_id"] for r in rows}
+    n = write_jsonl([r for r in recs if r["clip_id"] in kept], out, read_meta(args.root))
+    print(f"{args.dataset} fold {args.fold} {args.split}: {n} records -> {out}")
+    for label, c in sorted(Counter(r["label"] for r in rows).items()):
+        print(f"  {label:15s} {c}")
+    print(report)
+    return 0
+
+
+def cmd_verifier_train(args: argparse.Namespace) -> int:
+    from erv_lab.config import load_config
+    from erv_lab.verifier import train_verifier
+
+    cfg = load_config(args.preset, args.overrides)
+    model = train_verifier(cfg)
+    model.info["max_train"] = cfg.verifier.max_train
+    model.save(args.out)
+    print(f"saved {model.kind} verifier to {args.out} ({model.info.get('train_seconds')} s): {model.info}")
+    return 0
+
+
+def cmd_verifier_score(args: argparse.Namespace) -> int:
+    from erv_lab.verifier import load_verifier, sentence_labels
+
+    model = load_verifier(args.model)
+    for row in sentence_labels(model, " ".join(args.text), args.threshold, args.top_k):
+        labels = ", ".join(f"{n} {p:.3f}" for n, p in zip(row["names"], row["probs"]))
+        print(f"{row['sentence']}\n    -> {labels}")
+    return 0
+
+
+def cmd_verifier_eval(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from erv_lab.validation import evaluate_verifier
+    from erv_lab.verifier import load_verifier
+
+    model = load_verifier(args.model)
+    info = getattr(model, "info", {})
+    result = evaluate_verifier(model, info.get("threshold", 0.1), info.get("top_k", 2),
+                               max_rows=getattr(args, "max_rows", None))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+def cmd_sft(args: argparse.Namespace) -> int:
+    from erv_lab.stages import ensure_sft
+
+    cfg, rd = _run(args)
+    final = ensure_sft(cfg, rd)
+    print(_metrics(final))
+    print(f"SFT model: {final}")
+    return 0
+
+
+def cmd_grpo(args: argparse.Namespace) -> int:
+    from erv_lab.stages import ensure_grpo
+
+    cfg, rd = _run(args)
+    final = ensure_grpo(cfg, rd, args.arm)
+    print(_metrics(final))
+    print(f"GRPO {args.arm} model: {final}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from erv_lab.stages import ensure_results
+
+    cfg, rd = _run(args)
+    ensure_results(cfg, rd, force=True)
+    print((rd / "results.md").read_text())
+    print(f"results.json: {rd / 'results.json'}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """``erv-lab explain VIDEO --run DIR``: print each model's answer and the judge's reading, and where the
+    JSON and HTML went. Bad input: a one-line error and exit code 1."""
+    from erv_lab.explain import ExplainError, explain_clip
+
+    try:
+        result = explain_clip(args.video, args.run, args.out, args.preset, args.overrides)
+    except ExplainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(result["caveat"])
+    for arm, rec in result["models"].items():
+        print(f"  {arm:9s} answer: {rec['answer']!s:12s} judge: {rec['judged']}")
+    print(f"explain.json and explain.html: {result['out']}")
     return 0
 
 

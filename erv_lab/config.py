@@ -125,7 +125,7 @@ class GRPOConfig:
                              "the optimisation step still sees prompts_per_step x G completions")
     gradient_checkpointing: bool = _f(False, "recompute activations during backward: less GPU memory, slower")
     disable_dropout: bool = _f(False, "turn dropout off in the policy (and reference) during GRPO, as TRL advises")
-    degenerate_lesson: bool = _f(False, "notebook 04 also trains the reward-hacking lesson run (the paper's lazy "
+    degenerate_lesson: bool = _f(False, "notebook 05 also trains the reward-hacking lesson run (the paper's lazy "
                                         "format check, no KL, lr 3e-4); otherwise it shows the shipped one")
     loss_type: str = _f("dapo", "TRL loss normalisation: grpo = per-sequence token mean (the paper), dapo = "
                                 "token-level over the batch (TRL's default), dr_grpo, bnpo")

@@ -1,16 +1,15 @@
-"""Training logs and how the notebooks show them (notebooks 03 and 04).
+"""Training logs, the one place they are read (notebooks 04 to 06).
 
-``log_history.{json,csv}`` and ``completions.jsonl`` I/O, curves per log key, a live plot that updates in place
-while ``erv_lab.train`` runs, first-vs-last means, rollouts regrouped per prompt, and one logged completion with
-the verifier's label set per ``<think>`` sentence. Reads what training wrote; trains nothing.
+``log_history.{json,csv}`` and ``completions.jsonl`` I/O, one curve per log key, first-vs-last means, rollouts
+regrouped per prompt, and one logged completion with the verifier's label set per ``<think>`` sentence. Reads
+what training wrote; trains nothing and draws nothing (the figures are ``erv_lab.plots``).
 """
 from __future__ import annotations
 
 import csv
 import json
-import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from erv_lab.labels import to_goemotions
 
@@ -57,51 +56,6 @@ def describe_completion(row: dict, verifier, cfg) -> str:
 def curve(history: list[dict], key: str) -> tuple[list[int], list[float]]:
     pts = [(h["step"], h[key]) for h in history if key in h and h[key] is not None]
     return [p[0] for p in pts], [float(p[1]) for p in pts]
-
-
-def plot_curves(histories: dict[str, list[dict]], keys: Sequence[str], fig=None):
-    """One panel per log key, one line per run (e.g. ``{"baseline": hist, "erv": hist}``)."""
-    import matplotlib.pyplot as plt
-
-    fig = fig or plt.figure(figsize=(4 * len(keys), 3))
-    fig.clf()
-    for i, key in enumerate(keys):
-        ax = fig.add_subplot(1, len(keys), i + 1)
-        for name, hist in histories.items():
-            ax.plot(*curve(hist, key), marker=".", label=name)
-        ax.set_title(key.replace("rewards/", "").replace("/mean", ""), fontsize=9)
-        ax.set_xlabel("step")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def live_plot(keys: Sequence[str], name: str = "run", min_seconds: float = 10.0) -> Callable:
-    """An ``on_log`` hook that redraws ``keys`` in the notebook at a logging step, at most once every
-    ``min_seconds`` (a redraw costs about half a second of training). It takes one run's history
-    (``ensure_grpo``) or ``{name: history}`` for several runs side by side (``run_arms``). The figure is
-    updated in place (a display handle), so progress bars in the same cell stay visible. Plot the final
-    curves with ``plot_curves`` after training."""
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-
-    fig = plt.figure(figsize=(4 * len(keys), 3))
-    plt.close(fig)
-    last, handle = [-float("inf")], [None]
-
-    def hook(history):
-        if time.monotonic() - last[0] < min_seconds:
-            return
-        runs = history if isinstance(history, dict) else {name: history}
-        present = [k for k in keys if any(k in r for h in runs.values() for r in h)]
-        plot_curves(runs, present or keys[:1], fig)
-        if handle[0] is None:
-            handle[0] = display(fig, display_id=True)
-        else:
-            handle[0].update(fig)
-        last[0] = time.monotonic()
-
-    return hook
 
 
 def arm_histories(run_dir: str | Path, arms: Sequence[str] = ("baseline", "erv")) -> dict[str, list[dict]]:

@@ -1,4 +1,4 @@
-"""Reward-hacking and explanation-quality diagnostics for the evaluated arms (notebook 05).
+"""Reward-hacking and explanation-quality diagnostics for the evaluated arms (notebook 06).
 
 Text statistics of the rationales (sentences per rationale, distinct-n, repeated and keyword-only
 sentences, emotion-word density), the share of sentences the verifier calls neutral, length drift over

@@ -1,4 +1,4 @@
-"""Scoring held-out decodes of the SFT model and both GRPO arms (notebook 05; run by ``erv_lab.stages``).
+"""Scoring held-out decodes of the SFT model and both GRPO arms (notebook 06; run by ``erv_lab.stages``).
 
 Given generate functions, decodes every test clip of the fold under two stated protocols -- the paper's
 sampling (T = 0.3, top-p 0.9, pooled over ``cfg.eval.seeds``) as the headline, and greedy -- through an on-disk,

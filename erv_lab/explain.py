@@ -9,13 +9,12 @@ trained with); a clip without sound gets a silent 16 kHz track. Every model of t
 for the arms ``sft``, ``baseline``, ``erv`` that exist) decodes it greedily. Its rationale is split into
 sentences and labelled by the run's verifier (``erv_lab.rewards.ExplanationReward``, read against the
 model's own answer: the clip has no ground truth) and read by the headline judge
-(``erv_lab.judges.ensure_judge``). Writes ``explain.json``, ``explain.html`` (drawn by the inspector's
+(``erv_lab.judges.headline_judge``). Writes ``explain.json``, ``explain.html`` (drawn by the inspector's
 renderer, ``erv_lab.widgets``) and the frames and spectrogram as PNG files. Trains no policy; a run folder
-without a verifier gets one trained and saved in ``<run>/verifier`` (``erv_lab.verifier.ensure_verifier``).
+without a verifier gets one trained and saved in ``<run>/verifier`` (``erv_lab.stages.ensure_verifier``).
 """
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import sys
@@ -46,7 +45,7 @@ LEGEND = ('<p>No ground truth for your clip: an <span class="erv-ok">answer</spa
 
 class ExplainError(RuntimeError):
     """Bad input to ``explain`` (a file it cannot read, a run folder without models, an unknown preset):
-    ``cli_explain`` prints the one-line message and exits with 1."""
+    ``erv-lab explain`` (``cli.cmd_explain``) prints the one-line message and exits with 1."""
 
 
 # ---------------------------------------------------------------- the run folder
@@ -113,8 +112,8 @@ def label_space(cfg) -> str:
 
 # ---------------------------------------------------------------- the clip
 def input_kind(path: Path) -> str:
-    """``frames`` (a folder), ``image`` (a still, ``erv_lab.data.FRAME_EXT``) or ``video``."""
-    from erv_lab.data import FRAME_EXT
+    """``frames`` (a folder), ``image`` (a still, ``erv_lab.media.FRAME_EXT``) or ``video``."""
+    from erv_lab.media import FRAME_EXT
 
     return "frames" if path.is_dir() else "image" if path.suffix.lower() in FRAME_EXT else "video"
 
@@ -204,21 +203,22 @@ def decode_greedy(model_dir: Path, example: dict, cfg) -> str:
 
 def run_verifier(cfg, run_dir: Path):
     """The run's verifier: ``<run>/verifier`` as saved (``load_verifier``, never replaced), else a new one of
-    the preset trained and saved there (``ensure_verifier``)."""
+    the preset trained and saved there (``erv_lab.stages.ensure_verifier``)."""
+    from erv_lab import stages
     from erv_lab import verifier as V
 
     if (run_dir / "verifier" / V.CONFIG_FILE).is_file():
         return V.load_verifier(run_dir / "verifier")
     print(f"{run_dir / 'verifier'} holds no verifier: training the preset's and saving it there", file=sys.stderr)
-    return V.ensure_verifier(cfg, run_dir, progress=False)
+    return stages.ensure_verifier(cfg, run_dir, progress=False)
 
 
 def run_judge(cfg, run_dir: Path):
-    """The headline judge of ``cfg.verifier.judge`` (``erv_lab.judges.ensure_judge``)."""
+    """The headline judge of ``cfg.verifier.judge`` (``erv_lab.judges.headline_judge``)."""
     from erv_lab import judges
 
     try:
-        return judges.ensure_judge(cfg, run_dir)
+        return judges.headline_judge(cfg, run_dir)
     except KeyError as exc:  # llm / hf judges read their endpoint and model from the environment
         raise ExplainError(f"judge {cfg.verifier.judge!r} needs the environment variable {exc}") from None
 
@@ -301,18 +301,3 @@ def explain_html(result: dict, example: dict) -> str:
             f'{html.escape(heard)}; greedy decoding; judge: {html.escape(str(s["judge"]))}'
             f'<div class="erv-media">{media}</div>{LEGEND}<div class="erv-arms">{cols}</div></div>'
             '</body></html>')
-
-
-def cli_explain(args: argparse.Namespace) -> int:
-    """``erv-lab explain VIDEO --run DIR``: print each model's answer and the judge's reading, and where the
-    JSON and HTML went. Bad input: a one-line error and exit code 1."""
-    try:
-        result = explain_clip(args.video, args.run, args.out, args.preset, args.overrides)
-    except ExplainError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(result["caveat"])
-    for arm, rec in result["models"].items():
-        print(f"  {arm:9s} answer: {rec['answer']!s:12s} judge: {rec['judged']}")
-    print(f"explain.json and explain.html: {result['out']}")
-    return 0

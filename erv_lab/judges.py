@@ -240,7 +240,7 @@ class PrototypeJudge(_ScoringJudge):
     @property
     def encoder(self):
         if self._encoder is None:
-            from erv_lab.verifier import MiniLMEncoder
+            from erv_lab.encoders import MiniLMEncoder
 
             self._encoder = MiniLMEncoder()
         return self._encoder
@@ -321,7 +321,8 @@ def train_minilm_judge(cfg, run_dir: str | Path, n_goemotions: int | None = None
     or 200 when ``verifier.max_train`` is set (smoke): MiniLM encodes ~200 sentences/s on 2 cores) plus the
     rationale-train sentences (at most as many as GoEmotions rows in smoke). Embeddings are cached in
     ``run_dir/data/cache``."""
-    from erv_lab.verifier import MiniLMClassifier, MiniLMEncoder, rationale_rows_for, training_set
+    from erv_lab.encoders import MiniLMEncoder
+    from erv_lab.verifier import MiniLMClassifier, rationale_rows_for, training_set
 
     n = n_goemotions or (min(200, cfg.verifier.max_train) if cfg.verifier.max_train else 1500)
     rows = rationale_rows_for(cfg)[0]
@@ -336,40 +337,13 @@ def train_minilm_judge(cfg, run_dir: str | Path, n_goemotions: int | None = None
     return model
 
 
-def sibling_settings(cfg) -> dict:
-    """What the sibling judge's training depends on (``erv_lab.reuse``)."""
-    return {"kind": "minilm-sibling", "max_train": cfg.verifier.max_train, "data_seed": cfg.data.seed,
-            "layout": cfg.data.layout}
-
-
-def ensure_sibling_judge(cfg, run_dir: str | Path, progress: bool | None = None) -> ClassifierJudge:
-    """The MiniLM classifier judge trained like the reward's verifier (GoEmotions + the template rationale
-    sentences), under ``run_dir/judge``: the reward's **sibling**. Its agreement with the reward says little
-    about coherence; it is reported beside the headline, never as it. Reused only with the same settings."""
-    from erv_lab import reuse
-    from erv_lab.verifier import CONFIG_FILE, load_verifier
-
-    out = Path(run_dir) / "judge"
-    settings = sibling_settings(cfg)
-    if reuse.check(out, settings, artefacts=(CONFIG_FILE,), what="training it again") and (out / CONFIG_FILE).exists():
-        judge = ClassifierJudge(load_verifier(out))
-    else:
-        model = train_minilm_judge(cfg, run_dir, progress=progress)
-        model.save(out)
-        reuse.record(out, settings)
-        model.path = str(out)
-        judge = ClassifierJudge(model)
-    judge.name = "minilm-sibling"
-    return judge
-
-
-def ensure_judge(cfg, run_dir: str | Path, progress: bool | None = None):
+def headline_judge(cfg, run_dir: str | Path, progress: bool | None = None):
     """The headline judge of ``cfg.verifier.judge``, independent of the reward by construction:
     ``zeroshot`` (offline default: :class:`PrototypeJudge`, fit on nothing), ``llm`` (the paper's prompt on an
     OpenAI-compatible endpoint: env ERV_JUDGE_BASE_URL, ERV_JUDGE_MODEL, key in ERV_JUDGE_API_KEY_ENV or
     OPENAI_API_KEY; cache in ``run_dir/judge_llm_cache``) or ``hf`` (env ERV_JUDGE_MODEL: a local path or Hub
-    id). The sibling judge (:func:`ensure_sibling_judge`) is refused here: it shares its training with the
-    reward."""
+    id). Nothing is trained or saved, so there is nothing to reuse. The sibling judge
+    (``erv_lab.stages.ensure_sibling_judge``) is refused here: it shares its training with the reward."""
     kind = cfg.verifier.judge
     if kind == "zeroshot":
         return PrototypeJudge()
@@ -381,23 +355,6 @@ def ensure_judge(cfg, run_dir: str | Path, progress: bool | None = None):
         return HFJudge(os.environ["ERV_JUDGE_MODEL"])
     raise ValueError(f"unknown verifier.judge {kind!r}; valid: zeroshot, llm, hf (the minilm-sibling judge "
                      "shares its training with the reward and is reported beside the headline only)")
-
-
-def evaluation_judges(cfg, run_dir: str | Path, verifier: Any = None, progress: bool | None = None) -> dict:
-    """``{name: judge}`` for evaluation, the headline first (:func:`ensure_judge`), then the readings it is
-    compared with: the reward's sibling (``minilm-sibling``) and the verifier's own paragraph-level reading
-    (``verifier-reading``; what the reward itself sees). Cohen's kappa between every pair is reported."""
-    headline = ensure_judge(cfg, run_dir, progress)
-    out = {getattr(headline, "name", cfg.verifier.judge): headline,
-           "minilm-sibling": ensure_sibling_judge(cfg, run_dir, progress)}
-    if verifier is not None:
-        reading = ClassifierJudge(verifier)
-        reading.name = "verifier-reading"
-        out["verifier-reading"] = reading
-    for extra in cfg.eval.extra_judges:
-        judge = {"gemma": GGUFJudge}[extra]()
-        out[judge.name] = judge
-    return out
 
 
 def goemotions_validation_rows(dataset: str = "dfew", per_class: int = 60, seed: int = 0) -> list[dict]:

@@ -133,6 +133,10 @@ def strip_outputs(nb: nbformat.NotebookNode) -> bool:
     return changed
 
 
+OUTSIDE_REFERENCES = ((r"\bissues?\b", "the project's issue tracker"), (r"\.\./shared", "a folder outside the repository"),
+                      (r"ERV_METHOD\.md|STACK\.md|DATASETS\.md", "a file outside the repository (docs/METHOD.md is inside)"))
+
+
 def convention_problems(path: Path) -> list[str]:
     """What a numbered notebook is missing of the course conventions (empty list = fine)."""
     nb = nbformat.read(path, as_version=4)
@@ -160,6 +164,9 @@ def convention_problems(path: Path) -> list[str]:
     for word in ("Objectives", "Exercises"):
         if word not in md:
             problems.append(f"no '{word}' section")
+    for pattern, why in OUTSIDE_REFERENCES:
+        if re.search(pattern, md):
+            problems.append(f"prose refers to {why} ({pattern!r}): learners only have the repository")
     return problems
 
 

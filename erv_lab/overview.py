@@ -16,9 +16,10 @@ COURSE_MAP = [
     ("00_overview", "the paper's problem and method, the course map, environment check", "any"),
     ("01_data_prep", "DFEW/MAFW layouts, synthetic clips, frame + audio sampling, rationale drift", "CPU"),
     ("02_verifier", "the Emotional Rationale Verifier: GoEmotions classifier, thresholds, judges", "CPU (GPU for RoBERTa)"),
-    ("03_cold_start_sft", "the policy (a LLaVA-class VLM), cold-start SFT on drifting rationales", "CPU tiny / 16 GB GPU"),
-    ("04_grpo", "GRPO: group advantages, KL, baseline vs ERV reward", "CPU tiny / 16 GB GPU"),
-    ("05_consistency_analysis", "EEA / FCR / EPC vs UAR / WAR, per-clip inspector, reward hacking", "CPU"),
+    ("03_rewards", "format, accuracy and the explanation reward by hand; strict format, anti-stuffing, gaming probes", "CPU"),
+    ("04_cold_start_sft", "the policy (a LLaVA-class VLM), cold-start SFT on drifting rationales", "CPU tiny / 16 GB GPU"),
+    ("05_grpo", "GRPO: group advantages, KL, baseline vs ERV reward", "CPU tiny / 16 GB GPU"),
+    ("06_consistency_analysis", "EEA / FCR / EPC vs UAR / WAR, per-clip inspector, reward hacking", "CPU"),
 ]
 
 
@@ -80,33 +81,3 @@ def _version_tuple(version: str) -> tuple[int, ...]:
         digits = "".join(ch for ch in part if ch.isdigit())
         out.append(int(digits or 0))
     return tuple(out)
-
-
-def pipeline_figure():
-    """A diagram of the method: data -> cold-start SFT -> GRPO with three rewards -> evaluation."""
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import FancyBboxPatch
-
-    fig, ax = plt.subplots(figsize=(11, 3.6))
-    ax.set_xlim(0, 11)
-    ax.set_ylim(0, 3.6)
-    ax.axis("off")
-    boxes = [
-        (0.2, 2.2, "video + audio clip\n(DFEW / MAFW /\nsynthetic)", "#dbe9f6"),
-        (2.4, 2.2, "cold-start SFT\n<think> rationale\n<answer> label", "#e6f2e0"),
-        (4.6, 2.2, "policy samples G\ncompletions\nper clip", "#e6f2e0"),
-        (6.8, 2.2, "rewards: format\n+ accuracy\n+ explanation (ERV)", "#fde9d9"),
-        (9.0, 2.2, "GRPO update\nadvantage = (r - mean)\n/ (std + 1e-4), KL", "#e6f2e0"),
-        (6.8, 0.2, "ERV: GoEmotions\nclassifier scores each\nrationale sentence", "#fbd5d5"),
-        (2.4, 0.2, "evaluation: UAR / WAR\n+ judge: EEA, FCR, EPC", "#ece4f4"),
-    ]
-    for x, y, text, colour in boxes:
-        ax.add_patch(FancyBboxPatch((x, y), 1.9, 1.2, boxstyle="round,pad=0.05", fc=colour, ec="#555"))
-        ax.text(x + 0.95, y + 0.6, text, ha="center", va="center", fontsize=8.5)
-    arrows = [((2.1, 2.8), (2.4, 2.8)), ((4.3, 2.8), (4.6, 2.8)), ((6.5, 2.8), (6.8, 2.8)),
-              ((8.7, 2.8), (9.0, 2.8)), ((7.75, 1.4), (7.75, 2.2)), ((9.95, 2.2), (4.3, 0.8))]
-    for start, end in arrows:
-        ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle="->", color="#333"))
-    ax.set_title("ERV in one picture: the explanation reward makes the rationale agree with the emotion")
-    fig.tight_layout()
-    return fig

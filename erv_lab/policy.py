@@ -1,4 +1,4 @@
-"""The policy: a LLaVA-class vision-language model, its processor, prompts and decoding (notebook 03).
+"""The policy: a LLaVA-class vision-language model, its processor, prompts and decoding (notebook 04).
 
 CPU presets build a *tiny, randomly initialised* ``LlavaForConditionalGeneration`` (CLIP vision tower +
 small Qwen2) with a byte-level BPE tokenizer trained locally, so the code path of the GPU presets
@@ -416,20 +416,6 @@ def warmup_vision(model, processor, dataset, labels: Sequence[str], epochs: int,
             correct += (logits.argmax(-1) == y[idx]).sum().item()
         acc = correct / len(y)
     return {"epochs": epochs, "accuracy": acc, "seconds": time.perf_counter() - t0}
-
-
-def plot_clip(example: dict, audio: str = "spectrogram", title: str = ""):
-    """The images the policy sees for one clip: its frames and, with audio, the spectrogram."""
-    import matplotlib.pyplot as plt
-
-    ims = clip_images(example, audio)
-    fig, axes = plt.subplots(1, len(ims), figsize=(1.6 * len(ims), 1.9))
-    for i, (ax, im) in enumerate(zip(np.atleast_1d(axes), ims)):
-        ax.imshow(im), ax.set_xticks([]), ax.set_yticks([])
-        ax.set_title("spectrogram" if audio == "spectrogram" and i == len(ims) - 1 else f"frame {i}", fontsize=8)
-    fig.suptitle(title or f"{example['clip_id']}: {example['label']}", fontsize=9)
-    fig.tight_layout()
-    return fig
 
 
 def seed_everything(seed: int) -> None:

@@ -1,5 +1,5 @@
 """The course report: ``results.json`` / ``results.md`` (paper-style table with 95 % intervals), the 2x2
-tables, the figures of notebook 05, and the shipped ``erv_lab/reference_run/``.
+tables, and the shipped ``erv_lab/reference_run/``.
 
 Reads what ``erv_lab.evaluate`` and ``erv_lab.train`` wrote in the run folder; computes no metric and runs
 no model. ``finalize_course`` is called by ``erv-lab course`` after the last notebook: it adds the
@@ -221,7 +221,7 @@ def training_line(run_dir: str | Path) -> str:
 
 
 def reference_markdown(results: dict, run_dir: str | Path | None = None) -> str:
-    """The shipped run's numbers as the docs show them (README, docs/TRAINING.md, notebook 05), generated from
+    """The shipped run's numbers as the docs show them (README, docs/TRAINING.md, notebook 06), generated from
     its results.json (and, with ``run_dir``, its training logs) so they cannot drift: the headline table, ERV
     minus baseline with paired intervals under both protocols, training, every judge, cue grounding, timings."""
     p = results.get("protocol", {})
@@ -316,55 +316,6 @@ def results_frame(results: dict, protocol: str = "sample"):
             rows.append({"arm": arm, **{c: m.get(c) for c in COLUMNS},
                          **{f"{c} CI": tuple(m["ci"][c]) for c in COLUMNS if m.get("ci", {}).get(c)}})
     return pd.DataFrame(rows).set_index("arm")
-
-
-# ---------------------------------------------------------------- figures
-def plot_consistency_bars(results: dict, protocol: str = "sample", metrics=("EEA", "FCR", "EPC", "UAR")):
-    """Bar chart of EEA / FCR / EPC / UAR per arm with 95 % intervals as error bars."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    block = results if protocol == "sample" else results[protocol]
-    arms = [a for a in ("sft", "baseline", "erv") if a in block]
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    width = 0.8 / max(len(arms), 1)
-    x = np.arange(len(metrics))
-    for k, arm in enumerate(arms):
-        m = block[arm]
-        vals = np.array([m.get(c) if m.get(c) is not None else np.nan for c in metrics], dtype=float)
-        ci = np.array([m.get("ci", {}).get(c) or [np.nan, np.nan] for c in metrics], dtype=float)
-        err = np.abs(np.stack([vals - ci[:, 0], ci[:, 1] - vals]))
-        ax.bar(x + k * width, vals, width, yerr=np.nan_to_num(err), capsize=3, label=arm)
-    ax.set_xticks(x + width * (len(arms) - 1) / 2, metrics)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("fraction of clips")
-    ax.set_title(f"Consistency per model ({protocol})")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def read_history(run_dir: str | Path, arm: str) -> list[dict]:
-    path = Path(run_dir) / arm / "log_history.json"
-    return json.loads(path.read_text()) if path.exists() else []
-
-
-def plot_reward_curves(run_dir: str | Path, arms=("baseline", "erv")):
-    """Mean reward parts and completion length over GRPO steps, one panel per quantity, both arms."""
-    import matplotlib.pyplot as plt
-
-    keys = ("rewards/format/mean", "rewards/accuracy/mean", "rewards/explanation/mean", "completions/mean_length")
-    fig, axes = plt.subplots(1, len(keys), figsize=(13, 2.8))
-    for ax, key in zip(axes, keys):
-        for arm in arms:
-            h = [r for r in read_history(run_dir, arm) if key in r and "step" in r]
-            if h:
-                ax.plot([r["step"] for r in h], [r[key] for r in h], marker=".", label=arm)
-        ax.set_title(key.replace("rewards/", "").replace("/mean", ""), fontsize=9)
-        ax.set_xlabel("step")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 # ---------------------------------------------------------------- end of the course

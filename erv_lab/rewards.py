@@ -13,15 +13,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from erv_lab.labels import (
-    GOEMOTIONS,
-    NEUTRAL_INDEX,
-    VOCABULARIES,
-    label_set,
-    normalize_label,
-    split_sentences,
-    to_goemotions,
-)
+from erv_lab.labels import (GOEMOTIONS, NEUTRAL_INDEX, VOCABULARIES, label_set, normalize_label, split_sentences,
+                            to_goemotions)
 
 # The paper's (lazy, DOTALL) patterns.
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)

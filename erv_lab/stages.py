@@ -1,34 +1,273 @@
 """One module owns the stages of a run, in the order data flows: dataset -> verifier -> judges -> cold-start
-SFT -> GRPO arms -> evaluation (notebook 05, ``erv-lab evaluate``).
+SFT -> GRPO arms -> evaluation.
 
-Each artefact is saved with its settings and reused only when they match (``erv_lab.reuse``; a stale one is
-moved aside with a warning). The stage functions live with their subject (``data.ensure_dataset``,
-``verifier.ensure_verifier``, ``judges.evaluation_judges``, ``train.ensure_sft`` / ``ensure_grpo`` /
-``run_arms``) and are re-exported here; this module adds the last stage, :func:`ensure_results`, which
-trains what is missing, decodes with every model and has ``erv_lab.evaluate`` -- a pure scorer of decodes --
-score them, then writes ``results.json`` / ``results.md`` (``erv_lab.report``).
+Every ``ensure_*`` here follows one rule (``erv_lab.reuse``): the artefact's folder holds ``settings.json``,
+the settings it was made with; it is reused only when they equal this config's, and otherwise moved aside to
+``<folder>.stale`` with a warning naming the changed fields, then made again. The work itself is the
+subject's (``data.build_dataset``, ``verifier.train_verifier``, ``judges.train_minilm_judge``,
+``train.train_sft`` / ``train_grpo``), and none of those reuses, trains or evaluates anything as a side
+effect; ``erv_lab.evaluate`` is a pure scorer of decodes. ``erv_lab.arms`` runs the two GRPO arms side by side.
 
     erv-lab evaluate --preset cpu-tiny          # -> runs/cpu-tiny/results.json, results.md
 """
 from __future__ import annotations
 
-import argparse
+import copy
 import dataclasses
 import json
+import os
 import time
+import warnings
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
-from erv_lab.data import ensure_dataset  # noqa: F401  re-exported: the stages in order
-from erv_lab.evaluate import GenerateFn, evaluate_by_dataset, model_fingerprint
-from erv_lab.judges import evaluation_judges  # noqa: F401
-from erv_lab.report import write_results
-from erv_lab.train import ensure_grpo, ensure_sft, run_arms  # noqa: F401
-from erv_lab.verifier import ensure_verifier, verifier_settings  # noqa: F401
+from erv_lab import reuse
+
+ARTEFACTS = ("final", "init", "checkpoint-*")  # what a training stage's folder holds
 
 
-def policy_generator(model_dir: str | Path, cfg) -> tuple[GenerateFn, str]:
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _settings(d: dict) -> dict:
+    return reuse.normalise(d)
+
+
+# ============================================================================ dataset
+def dataset_settings(cfg) -> dict:
+    """What the finished splits depend on: the data section (but nothing that only names a run) and the
+    policy's image size."""
+    d = cfg.data
+    keys = {k: getattr(d, k) for k in ("source", "layout", "root", "fold", "clips_per_class", "seed", "difficulty",
+                                        "frame_size", "frames_per_clip", "fps", "num_frames", "face_crop",
+                                        "drift_rate", "class_drift")}
+    return _settings({**keys, "image_size": cfg.policy.image_size})
+
+
+def ensure_dataset(cfg, run_dir: str | Path, verbose: bool = True) -> dict:
+    """``{"train", "test"}`` HF Datasets of ``cfg`` in ``run_dir/data/hf`` (``data.build_dataset``), built once
+    and reused while :func:`dataset_settings` match; a second call decodes nothing."""
+    from datasets import load_from_disk
+
+    from erv_lab.data import DATASET_DIR, build_dataset
+
+    out = Path(run_dir) / DATASET_DIR
+    settings = dataset_settings(cfg)
+    if reuse.check(out, settings, artefacts=("done",), what="building the dataset again") and (out / "done").exists():
+        return {s: load_from_disk(str(out / s)) for s in ("train", "test")}  # no generator, no video decoder
+    out.mkdir(parents=True, exist_ok=True)
+    splits = build_dataset(cfg, Path(run_dir) / "data", out, verbose)
+    reuse.record(out, settings)
+    (out / "done").write_text("ok")
+    return splits
+
+
+# ============================================================================ verifier
+def verifier_settings(cfg) -> dict:
+    """What a trained verifier depends on: its kind, model, training rows and schedule, and the seeds; not
+    the reward's tau / top-k, which only read it."""
+    v = cfg.verifier
+    keep = {k: getattr(v, k) for k in ("kind", "max_train", "epochs", "learning_rate", "batch_size")}
+    if v.kind != "tfidf":
+        keep["model_name"] = v.model_name
+    return {"verifier": keep, "data_seed": cfg.data.seed, "layout": cfg.data.layout}
+
+
+def ensure_verifier(cfg, run_dir: str | Path, progress: bool | None = True):
+    """The verifier in ``run_dir/verifier`` when it was trained with :func:`verifier_settings`; otherwise train
+    one (``verifier.train_verifier``) and save it there."""
+    from erv_lab import verifier as V
+
+    out = Path(run_dir) / "verifier"
+    settings = verifier_settings(cfg)
+    if reuse.check(out, settings, artefacts=(V.CONFIG_FILE,), what="training a new verifier") and \
+            (out / V.CONFIG_FILE).exists():
+        return V.load_verifier(out)
+    model = V.train_verifier(cfg, progress)
+    model.info["max_train"] = cfg.verifier.max_train
+    model.save(out)
+    reuse.record(out, settings)
+    V.log_scalars(out / "runs", "verifier", model.info, cfg.report_to)
+    model.path = str(out)
+    return model
+
+
+# ============================================================================ judges
+def sibling_settings(cfg) -> dict:
+    """What the sibling judge's training depends on."""
+    return {"kind": "minilm-sibling", "max_train": cfg.verifier.max_train, "data_seed": cfg.data.seed,
+            "layout": cfg.data.layout}
+
+
+def ensure_sibling_judge(cfg, run_dir: str | Path, progress: bool | None = None):
+    """The MiniLM classifier judge trained like the reward's verifier (GoEmotions + the template rationale
+    sentences), under ``run_dir/judge``: the reward's **sibling**. Its agreement with the reward says little
+    about coherence; it is reported beside the headline, never as it."""
+    from erv_lab.judges import ClassifierJudge, train_minilm_judge
+    from erv_lab.verifier import CONFIG_FILE, load_verifier
+
+    out = Path(run_dir) / "judge"
+    settings = sibling_settings(cfg)
+    if reuse.check(out, settings, artefacts=(CONFIG_FILE,), what="training it again") and (out / CONFIG_FILE).exists():
+        judge = ClassifierJudge(load_verifier(out))
+    else:
+        model = train_minilm_judge(cfg, run_dir, progress=progress)
+        model.save(out)
+        reuse.record(out, settings)
+        model.path = str(out)
+        judge = ClassifierJudge(model)
+    judge.name = "minilm-sibling"
+    return judge
+
+
+def evaluation_judges(cfg, run_dir: str | Path, verifier: Any = None, progress: bool | None = None) -> dict:
+    """``{name: judge}`` for evaluation, the headline first (``judges.headline_judge``, fit on nothing), then
+    the readings it is compared with: the reward's sibling (``minilm-sibling``), the verifier's own
+    paragraph-level reading (``verifier-reading``; what the reward itself sees) and ``eval.extra_judges``.
+    Cohen's kappa between every pair is reported."""
+    from erv_lab import judges as J
+
+    headline = J.headline_judge(cfg, run_dir, progress)
+    out = {getattr(headline, "name", cfg.verifier.judge): headline,
+           "minilm-sibling": ensure_sibling_judge(cfg, run_dir, progress)}
+    if verifier is not None:
+        reading = J.ClassifierJudge(verifier)
+        reading.name = "verifier-reading"
+        out["verifier-reading"] = reading
+    for extra in cfg.eval.extra_judges:
+        judge = {"gemma": J.GGUFJudge}[extra]()
+        out[judge.name] = judge
+    return out
+
+
+# ============================================================================ cold-start SFT and GRPO
+def stage_settings(cfg, stage: str, arm: str | None = None) -> dict:
+    """The settings a training stage's result depends on: SFT on data + policy + sft (+ the effective seed;
+    logging does not change the model), a GRPO arm on the SFT settings + grpo (but logging/saving intervals)
+    + reward + the arm. Saved as ``settings.json`` beside the stage's output."""
+    from erv_lab.train import sft_seed
+
+    sft = {"data": dataclasses.asdict(cfg.data), "policy": dataclasses.asdict(cfg.policy),
+           "sft": {k: v for k, v in dataclasses.asdict(cfg.sft).items() if k not in ("seed", "logging_steps")},
+           "seed": sft_seed(cfg)}
+    if stage == "sft":
+        return _settings(sft)
+    grpo = {k: v for k, v in dataclasses.asdict(cfg.grpo).items()
+            if k not in ("logging_steps", "save_steps", "degenerate_lesson")}
+    return _settings({"sft": sft, "grpo": grpo, "reward": dataclasses.asdict(cfg.reward), "arm": arm})
+
+
+def finished(out: Path, settings: dict) -> bool:
+    """``out/final`` exists and was trained with ``settings``: reuse it."""
+    return (Path(out) / "final" / "policy.json").exists() and reuse.matches(out, settings)
+
+
+def check_stage(out: Path, settings: dict) -> None:
+    """Keep ``out`` when it was made with ``settings`` (reuse / resume); otherwise move it aside to
+    ``<out>.stale`` with a warning naming what changed, so that the stage retrains instead of silently
+    reusing a model trained with other settings."""
+    reuse.check(out, settings, artefacts=ARTEFACTS, what="training again", stacklevel=4)
+
+
+def claim_stage(out: Path, settings: dict) -> None:
+    """Before a stage (re)builds anything in ``out``: move a stale ``out`` aside, then record ``settings``."""
+    if _is_main():
+        check_stage(out, settings)
+        reuse.record(out, settings)
+    else:
+        Path(out).mkdir(parents=True, exist_ok=True)
+
+
+def initial_policy(cfg, train_ds, out: Path):
+    """``(start, meta)`` of the SFT stage in ``out`` (``train.build_initial_policy``: for the tiny class the
+    tokenizer and warmed-up model, saved in ``out/init``), after checking ``out``'s settings."""
+    from erv_lab.train import build_initial_policy
+
+    claim_stage(out, stage_settings(cfg, "sft"))
+    return build_initial_policy(cfg, train_ds, out)
+
+
+def ensure_sft(cfg, run_dir: str | Path, dataset=None, callbacks: Sequence = (), on_log: Callable | None = None,
+               force: bool = False, name: str = "sft") -> Path:
+    """Cold-start SFT on the train split's rationales -> ``run_dir/<name>/final``, reused while
+    ``stage_settings(cfg, "sft")`` match (``train.train_sft``; it resumes from the last checkpoint)."""
+    from erv_lab import policy as P
+    from erv_lab import train as T
+
+    out = Path(run_dir) / name
+    settings = stage_settings(cfg, "sft")
+    if finished(out, settings) and not force:
+        return out / "final"
+    train_ds = (dataset or ensure_dataset(cfg, run_dir))["train"]
+    T.require_rationales(train_ds)  # before anything is moved aside or built
+    claim_stage(out, settings)
+    P.seed_everything(T.sft_seed(cfg))
+    start, meta = T.build_initial_policy(cfg, train_ds, out)
+    return T.train_sft(cfg, out, train_ds, start, meta, callbacks, on_log)
+
+
+def ensure_grpo(cfg, run_dir: str | Path, arm: str, dataset=None, reward_funcs: tuple | None = None,
+                callbacks: Sequence = (), on_log: Callable | None = None, force: bool = False,
+                name: str | None = None) -> Path:
+    """GRPO from the SFT model for one arm -> ``run_dir/<arm>/final`` (``train.train_grpo``), reused while
+    ``stage_settings(cfg, "grpo", arm)`` match; trains the SFT model and the verifier first when missing."""
+    from erv_lab import train as T
+
+    out = Path(run_dir) / (name or arm)
+    settings = stage_settings(cfg, "grpo", arm)
+    if finished(out, settings) and not force:
+        return out / "final"
+    claim_stage(out, settings)
+    sft = ensure_sft(cfg, run_dir, dataset=dataset)
+    splits = dataset or ensure_dataset(cfg, run_dir)
+    if reward_funcs is None:
+        verifier = ensure_verifier(cfg, run_dir, progress=False) if T.needs_verifier(cfg) else None
+        reward_funcs = T.arm_rewards(cfg, arm, verifier)
+    funcs, weights = reward_funcs
+    return T.train_grpo(cfg, out, sft, splits["train"], funcs, weights, arm, callbacks, on_log)
+
+
+# ============================================================================ checks after training (notebooks 04, 05)
+def audio_ablation(cfg, run_dir: str | Path, dataset=None, n: int | None = None) -> dict:
+    """Greedy test accuracy of the SFT policy with the audio channel (``cfg.policy.audio``) vs without it
+    (a second SFT run with ``audio="none"`` in ``run_dir/sft-audio-none``; same data, seed and steps)."""
+    from erv_lab import policy as P
+    from erv_lab.train import quick_eval
+
+    splits = dataset or ensure_dataset(cfg, run_dir)
+    out = {}
+    for audio, name in ((cfg.policy.audio, "sft"), ("none", "sft-audio-none")):
+        c = copy.deepcopy(cfg)
+        c.policy.audio = audio
+        model, processor = P.load_policy(ensure_sft(c, run_dir, dataset=dataset, name=name), c.policy)
+        res = quick_eval(model, processor, splits["test"], audio, n, cfg.eval.max_new_tokens)
+        out[audio] = {k: v for k, v in res.items() if k != "outputs"}
+    (Path(run_dir) / "audio_ablation.json").write_text(json.dumps(out, indent=2))
+    return out
+
+
+def degenerate_lesson(cfg, run_dir: str | Path) -> tuple[Path, int] | None:
+    """``(folder holding erv-degenerate/, its G)`` for notebook 05's reward-hacking lesson: trained here into
+    ``run_dir`` with ``train.degenerate_config`` when ``grpo.degenerate_lesson`` is on (one more GRPO run),
+    else the shipped cpu-tiny run in ``erv_lab/reference_run/``; ``None`` when neither exists."""
+    from erv_lab.config import load_config
+    from erv_lab.paths import REFERENCE_DIR
+    from erv_lab.train import degenerate_config
+
+    if cfg.grpo.degenerate_lesson:
+        ensure_grpo(degenerate_config(cfg), run_dir, "erv", name="erv-degenerate")
+        return Path(run_dir), cfg.grpo.num_generations
+    if (REFERENCE_DIR / "erv-degenerate" / "log_history.json").exists():
+        return REFERENCE_DIR, load_config("cpu-tiny").grpo.num_generations
+    return None
+
+
+# ============================================================================ evaluation (notebook 06)
+def policy_generator(model_dir: str | Path, cfg):
     """``(generate_fn, fingerprint)`` for a saved policy folder (``erv_lab.policy.load_policy``)."""
     from erv_lab import policy as P
+    from erv_lab.evaluate import model_fingerprint
 
     model, processor = P.load_policy(model_dir, cfg.policy)
 
@@ -40,33 +279,32 @@ def policy_generator(model_dir: str | Path, cfg) -> tuple[GenerateFn, str]:
 
 def heldout_examples(cfg, run_dir: str | Path, dataset=None) -> list[dict]:
     """The fold's test clips (at most ``cfg.eval.max_clips``, first ones in order) as row dicts."""
-    if dataset is None:
-        dataset = ensure_dataset(cfg, Path(run_dir))
-    test = dataset["test"]
+    test = (dataset or ensure_dataset(cfg, Path(run_dir)))["test"]
     n = len(test) if cfg.eval.max_clips is None else min(len(test), int(cfg.eval.max_clips))
     return [test[i] for i in range(n)]
 
 
 def ensure_results(cfg, run_dir: str | Path, force: bool = False, dataset=None) -> dict:
-    """Idempotent entry point: train what is missing (``ensure_sft`` / ``ensure_grpo``, reused when made with
-    the same settings), then reuse ``run_dir/results.json`` only when it scored these very models with the
-    same evaluation settings, judges and verifier (``results["settings"]``, ``erv_lab.reuse``); otherwise
-    evaluate all three models and write results.json + results.md."""
+    """Train what is missing (:func:`ensure_sft` / :func:`ensure_grpo`), then reuse ``run_dir/results.json``
+    only when it scored these very models with the same evaluation settings, judges and verifier
+    (``results["settings"]``); otherwise decode with all three models, have ``erv_lab.evaluate`` score the
+    decodes, and write results.json + results.md (``erv_lab.report``)."""
+    from erv_lab.evaluate import evaluate_by_dataset, model_fingerprint
+    from erv_lab.report import write_results
+
     run_dir = Path(run_dir)
     dirs = {"sft": ensure_sft(cfg, run_dir, dataset=dataset),
             "baseline": ensure_grpo(cfg, run_dir, "baseline", dataset=dataset),
             "erv": ensure_grpo(cfg, run_dir, "erv", dataset=dataset)}
-    settings = json.loads(json.dumps({
+    settings = _settings({
         "models": {arm: model_fingerprint(d) for arm, d in dirs.items()}, "eval": dataclasses.asdict(cfg.eval),
         "judge": cfg.verifier.judge, "verifier": verifier_settings(cfg), "fold": cfg.data.fold,
-        "source": cfg.data.source}, default=str))
+        "source": cfg.data.source})
     path = run_dir / "results.json"
     if path.exists() and not force:
         saved = json.loads(path.read_text())
         if saved.get("settings") == settings:
             return saved
-        import warnings
-
         warnings.warn(f"{path} was made for other models or settings: evaluating again", stacklevel=2)
     examples = heldout_examples(cfg, run_dir, dataset)
     t0 = time.perf_counter()  # evaluation time only: training above is counted by its own stage
@@ -80,14 +318,3 @@ def ensure_results(cfg, run_dir: str | Path, force: bool = False, dataset=None) 
         results["datasets"][name] = write_results({**per, "settings": settings}, run_dir / "datasets" / name)
     results["settings"] = settings
     return write_results(results, run_dir, eval_seconds=time.perf_counter() - t0)
-
-
-def cli_evaluate(args: argparse.Namespace) -> int:
-    from erv_lab.config import load_config, run_dir
-
-    cfg = load_config(args.preset, args.overrides)
-    rd = run_dir(cfg, args.out)
-    ensure_results(cfg, rd, force=True)
-    print((rd / "results.md").read_text())
-    print(f"results.json: {rd / 'results.json'}")
-    return 0

@@ -388,12 +388,3 @@ def generate_from_config(cfg, root: str | Path, verbose: bool = True) -> dict:
     return generate(root, layout=d.layout, clips=d.clips_per_class * len(vocabulary(d.layout)), seed=d.seed,
                     difficulty=d.difficulty, frame_size=d.frame_size, frames_per_clip=d.frames_per_clip,
                     fps=d.fps, drift_rate=d.drift_rate, class_drift=d.class_drift, verbose=verbose)
-
-
-def cli_synth(args) -> int:
-    """``erv-lab synth --layout {dfew,mafw} --out DIR --clips N --seed S [--difficulty D] [--drift-rate R]``."""
-    kw = {} if args.drift_rate is None else {"drift_rate": args.drift_rate}
-    summary = generate(args.out, layout=args.layout, clips=args.clips, seed=args.seed,
-                       difficulty=args.difficulty, **kw)
-    print(json.dumps(summary, indent=1))
-    return 0

@@ -5,7 +5,7 @@ lossy-proxy audit, the gaming probes and throughput (notebook 02, ``erv-lab veri
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 

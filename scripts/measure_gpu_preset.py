@@ -2,7 +2,7 @@
 
     python scripts/measure_gpu_preset.py --preset colab-t4 --sft-steps 5 --grpo-steps 5 --out /tmp/measure
 
-Runs the real entry points (``erv_lab.train.ensure_sft`` / ``ensure_grpo``, ERV arm) for a few steps in a
+Runs the real entry points (``erv_lab.stages.ensure_sft`` / ``ensure_grpo``, ERV arm) for a few steps in a
 scratch run folder and prints one JSON line per stage with ``seconds_per_step`` and ``peak_gpu_mb``
 (``torch.cuda.max_memory_allocated``). Needs a CUDA GPU; it refuses to run on a CPU, so a number it prints is
 always a GPU measurement. Without Hub access, ``--standin`` builds the preset's VLM with its published sizes and
@@ -46,7 +46,6 @@ def main(argv: list[str] | None = None) -> int:
         print("no CUDA GPU: nothing measured (this script only reports GPU numbers)", file=sys.stderr)
         return 2
     from erv_lab import policy as P
-    from erv_lab import train
     from erv_lab.config import load_config, run_dir
 
     if args.t4:
@@ -60,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"gpu": torch.cuda.get_device_name(0),
                       "gpu_total_mb": round(torch.cuda.get_device_properties(0).total_memory / 2**20)}))
     # SFT: cap the number of optimisation steps by shrinking the train split to sft-steps batches.
-    from erv_lab.data import ensure_dataset
+    from erv_lab import stages
 
-    splits = ensure_dataset(cfg, out)
+    splits = stages.ensure_dataset(cfg, out)
     if args.standin:
         from erv_lab import policy as P
 
@@ -81,10 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         if stage == "sft":
-            path = train.ensure_sft(cfg, out, dataset=small, force=True)
+            path = stages.ensure_sft(cfg, out, dataset=small, force=True)
         else:
             cfg.grpo.max_steps = args.grpo_steps
-            path = train.ensure_grpo(cfg, out, "erv", dataset=small, force=True)
+            path = stages.ensure_grpo(cfg, out, "erv", dataset=small, force=True)
         metrics = json.loads((path / "policy.json").read_text())["metrics"]
         phases[stage] = {"peak_allocated_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
                          "peak_reserved_gb": round(torch.cuda.max_memory_reserved() / 2**30, 2),

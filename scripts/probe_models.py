@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from erv_lab import policy as P
+from erv_lab import stages as S
 from erv_lab import train as T
 from erv_lab.config import load_config, run_dir
 
@@ -24,8 +25,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     cfg = load_config(args.preset, args.overrides)
     rd = Path(run_dir(cfg, args.out))
-    test = T.load_splits(cfg, rd)["test"]
-    funcs, _ = T.arm_rewards(cfg, "erv", rd)
+    test = S.ensure_dataset(cfg, rd)["test"]
+    funcs, _ = T.arm_rewards(cfg, "erv", S.ensure_verifier(cfg, rd, progress=False))
     names = [f.__name__ for f in funcs]
     for sub in args.models:
         model, proc = P.load_policy(rd / sub, cfg.policy)

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--write", default=None, help="write the table as JSON here (and .md beside it)")
     args = ap.parse_args(argv)
-    from erv_lab import stages, train
+    from erv_lab import arms, stages
     from erv_lab.config import load_config
 
     reuse = {int(k): Path(v) for k, v in (r.split("=", 1) for r in args.reuse)}
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.preset, [*args.overrides, f"grpo.seed={seed}"])
         run = reuse.get(seed, Path(args.out) / f"seed{seed}")
         print(f"seed {seed}: {run}", file=sys.stderr, flush=True)
-        train.run_arms(cfg, run)
+        arms.run_arms(cfg, run)
         per_seed[seed] = stages.ensure_results(cfg, run)
     doc = {"preset": args.preset, "seeds": args.seeds, "overrides": args.overrides,
            "sample": table(per_seed), "greedy": table(per_seed, "greedy")}

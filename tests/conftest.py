@@ -156,3 +156,20 @@ def fakes():
     return types.SimpleNamespace(LABELS=LABELS_EVAL, WORD=WORD, READ=READ, make_examples=make_examples,
                                  completion=completion, FakePolicy=FakePolicy, FakeJudge=FakeJudge,
                                  FakeVerifier=FakeVerifier, fake_generators=fake_generators)
+
+
+# ---------------------------------------------------------------- training: a simulated interruption
+@pytest.fixture(scope="session")
+def crash_at():
+    """``crash_at(step)``: a TrainerCallback that raises at that step (tests of resume)."""
+    from transformers import TrainerCallback
+
+    class CrashAt(TrainerCallback):
+        def __init__(self, step: int):
+            self.step = step
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step >= self.step:
+                raise KeyboardInterrupt(f"simulated interruption at step {state.global_step}")
+
+    return CrashAt

@@ -91,3 +91,60 @@ def test_transformers_model_and_processor_arguments():
                                   pad_token="<pad>")
     assert tok.pad_token_id == 1 and len(tok) == 2
     assert "size" in _params(CLIPImageProcessorPil.__init__) or "kwargs" in _params(CLIPImageProcessorPil.__init__)
+
+
+# ---------------------------------------------------------------- erv_lab/trl_compat.py: TRL's private methods
+def test_trl_is_inside_the_range_the_overrides_were_written_for():
+    import trl
+
+    from erv_lab import trl_compat
+
+    trl_compat.check_trl()  # raises outside TRL_RANGE
+    lo, hi = trl_compat.TRL_RANGE
+    assert trl_compat._version(lo) <= trl_compat._version(trl.__version__) < trl_compat._version(hi)
+
+
+def test_check_trl_refuses_another_version(monkeypatch):
+    import trl
+
+    from erv_lab import trl_compat
+
+    monkeypatch.setattr(trl, "__version__", "2.0.0")
+    with pytest.raises(RuntimeError, match="TRL 2.0.0"):
+        trl_compat.grpo_trainer_class()
+
+
+def test_overridden_private_methods_still_exist_with_the_arguments_used():
+    from trl import GRPOTrainer
+
+    from erv_lab.trl_compat import OVERRIDDEN
+
+    for name in OVERRIDDEN:
+        assert callable(getattr(GRPOTrainer, name, None)), f"GRPOTrainer.{name} is gone"
+    assert {"inputs"} <= _params(GRPOTrainer._generate_and_score_completions)
+    assert {"model", "pixel_values", "num_images"} <= _params(GRPOTrainer._get_per_token_logps_and_entropies)
+    assert {"logs", "start_time"} <= _params(GRPOTrainer.log)
+
+
+def test_the_log_buffer_the_completions_file_reads_is_still_filled():
+    """``LoggingGRPOTrainer.log`` reads GRPOTrainer's ``_logs[completion / advantages / rewards]``: they must be
+    the names TRL fills (the training tests then check the rows' contents)."""
+    import trl.trainer.grpo_trainer as g
+
+    from erv_lab.trl_compat import LOGS_KEYS
+
+    src = inspect.getsource(g.GRPOTrainer)
+    assert "self._logs = {" in src
+    for key in LOGS_KEYS:
+        assert f'self._logs["{key}"]' in src, key
+
+
+def test_the_logging_trainer_overrides_exactly_the_listed_methods():
+    from trl import GRPOTrainer
+
+    from erv_lab.trl_compat import OVERRIDDEN, grpo_trainer_class
+
+    cls = grpo_trainer_class()
+    assert issubclass(cls, GRPOTrainer)
+    own = {n for n, v in vars(cls).items() if callable(v) and not n.startswith("__")}
+    assert own == set(OVERRIDDEN)

@@ -45,7 +45,7 @@ def server(tmp_path_factory):
     _need(Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM} (apt install chromium)")
     _need(shutil.which("voila", path=str(Path(sys.executable).parent)) is not None or
           __import__("importlib").util.find_spec("voila") is not None, "voila is not installed")
-    from erv_lab.data import ensure_dataset
+    from erv_lab.stages import ensure_dataset
 
     run = tmp_path_factory.mktemp("run")
     ensure_dataset(load_config("cpu-tiny"), run, verbose=False)  # the test clips' frames and spectrograms

@@ -2,6 +2,7 @@
 import json
 
 from erv_lab import curves as C
+from erv_lab import plots as PL
 
 
 def test_log_history_round_trips_with_a_csv_of_all_keys(tmp_path):
@@ -39,7 +40,7 @@ def test_completion_groups_regroup_logged_rows_per_prompt(tmp_path):
     assert [len(g) for g in groups] == [2, 2, 2, 2] and groups[2][0]["completion"] == "c20"
 
 
-def test_live_plot_updates_one_figure_in_place_and_throttles(monkeypatch):
+def test_live_curves_update_one_figure_in_place_and_throttles(monkeypatch):
     import IPython.display
 
     calls = []
@@ -55,11 +56,11 @@ def test_live_plot_updates_one_figure_in_place_and_throttles(monkeypatch):
 
     monkeypatch.setattr(IPython.display, "display", fake_display)
     hist = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}]
-    hook = C.live_plot(["loss", "kl"], "sft", min_seconds=3600)
+    hook = PL.live_curves(["loss", "kl"], "sft", min_seconds=3600)
     hook(hist)
     hook(hist)  # within min_seconds: skipped
     assert calls == ["display"]
-    hook = C.live_plot(["loss"], min_seconds=0)
+    hook = PL.live_curves(["loss"], min_seconds=0)
     hook({"baseline": hist, "erv": hist})
     hook({"baseline": hist, "erv": hist})
     assert calls == ["display", "display", "update"]

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 import erv_lab.data as D
+import erv_lab.layouts as L
+import erv_lab.stages as S
 from erv_lab.synth import generate, plan_clip, render_video, render_voice, write_mp4
 
 
@@ -42,19 +44,19 @@ def dfew_root(tmp_path):
 
 
 def test_dfew_records_have_padded_ids_and_label_names(dfew_root):
-    report = D.SkipReport()
-    recs = D.list_dfew(dfew_root, 1, "test", report)
+    report = L.SkipReport()
+    recs = L.list_dfew(dfew_root, 1, "test", report)
     assert [(r["clip_id"], r["label"]) for r in recs] == [
         ("00001", "happy"), ("00002", "sad"), ("00003", "fear"), ("00004", "angry"), ("00005", "surprise"),
         ("00006", "angry")]
     assert recs[2]["path"].endswith("clip_224x224_16f/00003")  # frame folder when no mp4
     assert report.skipped == {"missing_clip": 1, "unknown_label": 1}
-    assert [r["clip_id"] for r in D.list_dfew(dfew_root, 2, "train")] == ["00002"]  # underscore variant
+    assert [r["clip_id"] for r in L.list_dfew(dfew_root, 2, "train")] == ["00002"]  # underscore variant
 
 
 def test_bad_inputs_are_skipped_and_counted_not_fatal(dfew_root, tmp_path):
-    report = D.SkipReport()
-    rows = D.build_rows(D.list_dfew(dfew_root, 1, "test", report), tmp_path / "cache", "test", 4, 32,
+    report = L.SkipReport()
+    rows = D.build_rows(L.list_dfew(dfew_root, 1, "test", report), tmp_path / "cache", "test", 4, 32,
                         report=report, progress=False)
     assert [r["clip_id"] for r in rows] == ["00001", "00002", "00003"]
     assert report.skipped == {"missing_clip": 1, "unknown_label": 1, "empty_file": 1, "unreadable": 1,
@@ -64,15 +66,15 @@ def test_bad_inputs_are_skipped_and_counted_not_fatal(dfew_root, tmp_path):
 
 
 def test_missing_split_file_or_nothing_usable_is_a_clear_error(dfew_root, tmp_path):
-    with pytest.raises(D.DataError, match="set_3.csv"):
-        D.list_dfew(dfew_root, 3, "test")
-    bad = [r for r in D.list_dfew(dfew_root, 1, "test") if r["clip_id"] in ("00004", "00005")]
-    with pytest.raises(D.DataError, match="no usable clip"):
+    with pytest.raises(L.DataError, match="set_3.csv"):
+        L.list_dfew(dfew_root, 3, "test")
+    bad = [r for r in L.list_dfew(dfew_root, 1, "test") if r["clip_id"] in ("00004", "00005")]
+    with pytest.raises(L.DataError, match="no usable clip"):
         D.build_rows(bad, tmp_path / "c", "test", 2, 32, progress=False)
 
 
 def test_second_run_reads_the_cache_and_decodes_nothing(dfew_root, tmp_path, monkeypatch):
-    recs = [r for r in D.list_dfew(dfew_root, 1, "test") if r["clip_id"] in ("00001", "00003")]
+    recs = [r for r in L.list_dfew(dfew_root, 1, "test") if r["clip_id"] in ("00001", "00003")]
     first = D.build_rows(recs, tmp_path / "cache", "test", 4, 32, progress=False)
 
     def boom(path):
@@ -92,27 +94,27 @@ def test_mafw_renamed_split_folder_gbk_captions_and_compound_labels(tmp_path):
                                                     "00031.mp4 anger_disgust\n00025.mp4 boredom\n")
     (base / "with_caption/set_1").mkdir(parents=True)
     (base / "with_caption/set_1/test.txt").write_bytes("00025.mp4\tanger\t他很生气\tHe is angry\n".encode("gbk"))
-    report = D.SkipReport()
-    recs = D.list_mafw(root, 1, "test", report=report)  # found without naming the renamed folder
+    report = L.SkipReport()
+    recs = L.list_mafw(root, 1, "test", report=report)  # found without naming the renamed folder
     assert [(r["clip_id"], r["label"]) for r in recs] == [("00025", "anger"), ("00031", "sadness")]
     assert report.skipped == {"missing_clip": 1, "compound_label": 1, "unknown_label": 1}
-    cap = D.list_mafw(root, 1, "test", caption=True, split_dir="Train_Test_Set")
+    cap = L.list_mafw(root, 1, "test", caption=True, split_dir="Train_Test_Set")
     assert cap[0]["caption_zh"] == "他很生气" and cap[0]["caption_en"] == "He is angry"
-    with pytest.raises(D.DataError, match="split_dir"):
-        D.list_mafw(root, 1, "test", split_dir="nope")
+    with pytest.raises(L.DataError, match="split_dir"):
+        L.list_mafw(root, 1, "test", split_dir="nope")
 
 
 def test_decode_text_falls_back_to_gb18030():
-    assert D.decode_text("生气".encode("gbk")) == "生气"
-    assert D.decode_text("\ufeffanger".encode("utf-8")) == "anger"
+    assert L.decode_text("生气".encode("gbk")) == "生气"
+    assert L.decode_text("\ufeffanger".encode("utf-8")) == "anger"
 
 
 def test_folder_loader_matches_user_labels_with_synonyms(tmp_path):
     _clip(tmp_path / "v/a.mp4", "happy", seed=1)
     _clip(tmp_path / "v/b.mp4", "sad", seed=2)
     (tmp_path / "list.csv").write_text("path,label\nv/a.mp4,Happiness\nv/b.mp4,SAD\nv/c.mp4,sad\nv/a.mp4,bored\n")
-    report = D.SkipReport()
-    recs = D.list_folder(tmp_path, tmp_path / "list.csv", ["happy", "sad"], report=report)
+    report = L.SkipReport()
+    recs = L.list_folder(tmp_path, tmp_path / "list.csv", ["happy", "sad"], report=report)
     assert [(r["clip_id"], r["label"]) for r in recs] == [("a", "happy"), ("b", "sad")]
     assert report.skipped == {"missing_clip": 1, "unknown_label": 1}
 
@@ -154,7 +156,7 @@ def test_ensure_dataset_schema_and_reuse(tmp_path, monkeypatch):
     from erv_lab.config import load_config
 
     cfg = load_config("smoke")
-    out = D.ensure_dataset(cfg, tmp_path, verbose=False)
+    out = S.ensure_dataset(cfg, tmp_path, verbose=False)
     assert set(out) == {"train", "test"} and len(out["test"]) == 7 and len(out["train"]) == 21
     assert set(out["train"].column_names) == {"clip_id", "dataset", "fold", "label", "frames", "spectrogram",
                                               "prosody", "rationale", "drifted", "cues"}
@@ -164,7 +166,7 @@ def test_ensure_dataset_schema_and_reuse(tmp_path, monkeypatch):
     assert ex["dataset"] == "dfew" and ex["fold"] == 5 and ex["label"] in D.vocabulary("dfew")
     assert ex["rationale"].endswith(f"<answer>{ex['label']}</answer>") and "visual" in json.loads(ex["cues"])
     monkeypatch.setattr(D, "decode_clip", lambda p: (_ for _ in ()).throw(AssertionError("decoded again")))
-    again = D.ensure_dataset(cfg, tmp_path, verbose=False)
+    again = S.ensure_dataset(cfg, tmp_path, verbose=False)
     assert again["test"]["clip_id"] == out["test"]["clip_id"]
 
 
@@ -199,7 +201,7 @@ def test_a_simple_classifier_needs_audio_for_fear_vs_surprise_and_video_for_angr
     from sklearn.preprocessing import StandardScaler
 
     generate(tmp_path / "d", clips=7 * 24, seed=1, frame_size=64, frames_per_clip=8, verbose=False)
-    recs = sum((D.list_dfew(tmp_path / "d", 1, s) for s in ("train", "test")), [])
+    recs = sum((L.list_dfew(tmp_path / "d", 1, s) for s in ("train", "test")), [])
     rows = D.build_rows(recs, tmp_path / "cache", "test", 4, 32, progress=False)
     hog = cv2.HOGDescriptor((32, 32), (16, 16), (8, 8), (8, 8), 9)
 
@@ -235,8 +237,8 @@ def test_face_crop_finds_a_real_face_and_reports_clips_without_one(dfew_root, tm
     assert 0 <= x < x + w <= photo.shape[1] and 0 <= y < y + h <= photo.shape[0] and w > 100
     blank = np.zeros((3, 64, 64, 3), np.uint8)
     assert D.face_box(blank) is None
-    report = D.SkipReport()
-    recs = [r for r in D.list_dfew(dfew_root, 1, "test") if r["clip_id"] == "00001"]
+    report = L.SkipReport()
+    recs = [r for r in L.list_dfew(dfew_root, 1, "test") if r["clip_id"] == "00001"]
     rows = D.build_rows(recs, tmp_path / "c", "test", 2, 32, face_crop=True, report=report, progress=False)
     assert len(rows) == 1 and rows[0]["frames"][0].size == (32, 32)
     assert report.notes.get("no_face_found (kept uncropped)", 0) in (0, 1)
@@ -253,12 +255,12 @@ def test_several_sources_train_together_and_keep_their_test_folds_apart(tmp_path
         generate(roots[layout], layout=layout, clips=2 * len(D.vocabulary(layout)), seed=0, frame_size=48,
                  frames_per_clip=8, fps=8, verbose=False)
     cfg = load_config("smoke", {"data": {"source": ["mafw", "dfew"], "root": roots}})
-    out = D.ensure_dataset(cfg, tmp_path / "run", verbose=False)
+    out = S.ensure_dataset(cfg, tmp_path / "run", verbose=False)
     for split in ("train", "test"):
         assert set(out[split]["dataset"]) == {"dfew", "mafw"}
         for row in out[split].select(range(len(out[split]))):
             assert row["label"] in D.vocabulary(row["dataset"])
-    assert set(D.last_report(cfg, tmp_path / "run")) == {"mafw/train", "dfew/train", "mafw/test", "dfew/test"}
+    assert set(D.last_report(tmp_path / "run")) == {"mafw/train", "dfew/train", "mafw/test", "dfew/test"}
     jsonl = D.export_jsonl(cfg, tmp_path / "run", "test")
     assert len(jsonl.read_text().splitlines()) == len(out["test"])
     with pytest.raises(ValueError, match="data.root as"):
@@ -276,10 +278,10 @@ def test_dfew_split_file_is_found_in_whichever_variant_folder_holds_the_fold(tmp
     second.mkdir(parents=True)
     (first / "set_1.csv").write_text("video_name,label\n1,1\n")
     (second / "set_5.csv").write_text("video_name,label\n2,2\n")
-    assert [(r["clip_id"], r["label"], r["fold"]) for r in D.list_dfew(root, 1, "test")] == [("00001", "happy", 1)]
-    assert [(r["clip_id"], r["label"], r["fold"]) for r in D.list_dfew(root, 5, "test")] == [("00002", "sad", 5)]
-    with pytest.raises(D.DataError) as exc:
-        D.list_dfew(root, 3, "test")
+    assert [(r["clip_id"], r["label"], r["fold"]) for r in L.list_dfew(root, 1, "test")] == [("00001", "happy", 1)]
+    assert [(r["clip_id"], r["label"], r["fold"]) for r in L.list_dfew(root, 5, "test")] == [("00002", "sad", 5)]
+    with pytest.raises(L.DataError) as exc:
+        L.list_dfew(root, 3, "test")
     msg = str(exc.value)
     assert "set_3.csv" in msg and str(first) in msg and str(second) in msg
     assert "test_single_labeled/ (no such folder)" in msg
@@ -303,10 +305,10 @@ def test_missing_audio_silence_keeps_silent_videos_stills_and_frame_folders(tmp_
         cv2.imwrite(str(tmp_path / f"v/frames/{i}.jpg"), np.full((40, 40, 3), 60 * i, np.uint8))
     (tmp_path / "list.csv").write_text("path,label\nv/voice.mp4,happy\nv/mute.mp4,sad\nv/still.png,sad\n"
                                        "v/frames,happy\n")
-    recs = D.list_folder(tmp_path, tmp_path / "list.csv", ["happy", "sad"])
+    recs = L.list_folder(tmp_path, tmp_path / "list.csv", ["happy", "sad"])
     cache = tmp_path / "cache"
 
-    silent = D.SkipReport()
+    silent = L.SkipReport()
     rows = D.build_rows(recs, cache, "test", 4, 32, report=silent, progress=False, missing_audio="silence")
     assert [r["clip_id"] for r in rows] == ["voice", "mute", "still", "frames"]
     assert silent.kept == 4 and silent.silent_audio == 3 and not silent.skipped and not silent.notes
@@ -319,7 +321,7 @@ def test_missing_audio_silence_keeps_silent_videos_stills_and_frame_folders(tmp_
     clip = D.prepare_clip(recs[1], cache, 32, 16, missing_audio="silence")  # from the cache: a 1 s silent track
     assert clip["has_audio"] is False and clip["mel"].shape[1] > 50
 
-    default = D.SkipReport()  # the default is today's behaviour, even on the same cache folder
+    default = L.SkipReport()  # the default is today's behaviour, even on the same cache folder
     rows = D.build_rows(recs, cache, "test", 4, 32, report=default, progress=False)
     assert [r["clip_id"] for r in rows] == ["voice", "frames"]
     assert default.skipped == {"no_audio": 2} and default.notes == {"frames_only (silent spectrogram)": 1}
@@ -355,7 +357,7 @@ def test_a_folder_csvs_own_split_column_wins_over_the_hash_split(tmp_path):
     (tmp_path / "labels.csv").write_text("\n".join(rows))
     hashed_test = [n for n in names[:8] if zlib.crc32(str(tmp_path / n).encode()) % 5 == 4]
     assert hashed_test  # some train rows that a hash split would have sent to the test fold
-    train = D.list_records("folder", tmp_path, 5, "train", D.SkipReport(), labels=["happy", "sad"])
-    test = D.list_records("folder", tmp_path, 5, "test", D.SkipReport(), labels=["happy", "sad"])
+    train = L.list_records("folder", tmp_path, 5, "train", L.SkipReport(), labels=["happy", "sad"])
+    test = L.list_records("folder", tmp_path, 5, "test", L.SkipReport(), labels=["happy", "sad"])
     assert sorted(r["clip_id"] for r in train) == [n[:-4] for n in names[:8]]  # none silently dropped
     assert sorted(r["clip_id"] for r in test) == ["clip8", "clip9"] and "split_given" not in train[0]

@@ -1,4 +1,4 @@
-"""The numbers the docs show about the shipped run come from it: README, docs/TRAINING.md and notebook 05."""
+"""The numbers the docs show about the shipped run come from it: README, docs/TRAINING.md and notebook 06."""
 import json
 import re
 from pathlib import Path
@@ -30,9 +30,9 @@ def test_the_check_catches_an_edited_number():
     assert R.sync_results_block(bad, results, REFERENCE_DIR) != bad
 
 
-def test_notebook_05_quotes_the_shipped_run_only_through_generated_output():
-    nb = nbformat.read(REPO / "notebooks" / "05_consistency_analysis.ipynb", as_version=4)
+def test_notebook_06_quotes_the_shipped_run_only_through_generated_output():
+    nb = nbformat.read(REPO / "notebooks" / "06_consistency_analysis.ipynb", as_version=4)
     prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     quoted = re.findall(r"(?:EEA|EPC|UAR|WAR|FCR)[^.\n]{0,12}?[+−-]?\d+\.\d", prose)
-    assert quoted == [], f"notebook 05 prose quotes run numbers: {quoted}"
+    assert quoted == [], f"notebook 06 prose quotes run numbers: {quoted}"
     assert any("reference_markdown" in c.source for c in nb.cells if c.cell_type == "code")

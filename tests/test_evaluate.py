@@ -300,10 +300,6 @@ def test_kappa_is_reported_between_every_pair_of_readings(tmp_path, cfg, fakes):
 
 
 def test_results_are_reused_only_for_the_same_models_and_settings(tmp_path, cfg, monkeypatch, fakes):
-    from erv_lab import judges as J
-    from erv_lab import train as T
-    from erv_lab import verifier as V
-
     dirs = {}
     for arm in ("sft", "baseline", "erv"):
         dirs[arm] = tmp_path / arm / "final"

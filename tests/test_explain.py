@@ -47,8 +47,7 @@ def one_thread():
 def run(tmp_path_factory, make_clips):
     """A run folder with sft/final and erv/final (a copy of it: two models, no GRPO) and a trained verifier."""
     from erv_lab.config import load_config
-    from erv_lab.train import ensure_sft
-    from erv_lab.verifier import ensure_verifier
+    from erv_lab.stages import ensure_sft, ensure_verifier
 
     root = tmp_path_factory.mktemp("run")
     cfg = load_config("smoke", TRAIN)
@@ -62,7 +61,7 @@ def run(tmp_path_factory, make_clips):
 @pytest.fixture
 def judge(monkeypatch):
     fake = FakeJudge()
-    monkeypatch.setattr(judges, "ensure_judge", lambda cfg, run_dir, progress=None: fake)
+    monkeypatch.setattr(judges, "headline_judge", lambda cfg, run_dir, progress=None: fake)
     return fake
 
 

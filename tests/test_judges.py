@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from erv_lab import judges as J
+from erv_lab import stages as S
 from erv_lab.labels import VOCABULARIES, to_goemotions
 
 DFEW = list(VOCABULARIES["dfew"])
@@ -231,10 +232,10 @@ def test_the_sibling_judge_trains_on_a_tiny_set_reloads_and_is_retrained_on_othe
     from erv_lab.config import load_config
 
     cfg = load_config("smoke", ["verifier.max_train=60"])
-    judge = J.ensure_sibling_judge(cfg, tmp_path)
+    judge = S.ensure_sibling_judge(cfg, tmp_path)
     assert judge.name == "minilm-sibling" and (tmp_path / "judge" / "model.safetensors").exists()
     assert list((tmp_path / "data" / "cache").glob("minilm_train_*.npy"))
-    again = J.ensure_sibling_judge(cfg, tmp_path)
+    again = S.ensure_sibling_judge(cfg, tmp_path)
     texts = ["The corners of her mouth turn up into a wide smile, which suggests joy.", "Tears roll down."]
     np.testing.assert_allclose(again.scorer.predict_proba(texts), judge.scorer.predict_proba(texts), atol=1e-5)
     assert again.judge(texts[:1], DFEW) == ["happy"]
@@ -243,10 +244,10 @@ def test_the_sibling_judge_trains_on_a_tiny_set_reloads_and_is_retrained_on_othe
 def test_the_headline_judge_is_zero_shot_and_the_sibling_is_refused_as_headline(tmp_path):
     from erv_lab.config import load_config
 
-    judge = J.ensure_judge(load_config("smoke"), tmp_path)
+    judge = J.headline_judge(load_config("smoke"), tmp_path)
     assert isinstance(judge, J.PrototypeJudge) and not (tmp_path / "judge").exists()  # nothing trained
     with pytest.raises(ValueError, match="shares its training with the reward"):
-        J.ensure_judge(load_config("smoke", ["verifier.judge=minilm-sibling"]), tmp_path)
+        J.headline_judge(load_config("smoke", ["verifier.judge=minilm-sibling"]), tmp_path)
 
 
 HUMAN = Path(__file__).parent / "data" / "human_rationales.jsonl"

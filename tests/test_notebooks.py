@@ -45,3 +45,13 @@ def test_notebook_runs_top_to_bottom_on_smoke(path, smoke_run_dir):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
     print(f"{path.name}: {seconds:.1f} s on smoke")
+
+
+def test_the_convention_check_refuses_prose_that_points_outside_the_repository(tmp_path):
+    src = NOTEBOOKS[0]
+    nb = nbformat.read(src, as_version=4)
+    nb.cells.append(nbformat.v4.new_markdown_cell("See the verifier issue and ../shared/reference/ERV_METHOD.md."))
+    path = tmp_path / src.name
+    nbformat.write(nb, path)
+    problems = " ".join(convention_problems(path))
+    assert "issue tracker" in problems and "outside the repository" in problems and "a file outside" in problems

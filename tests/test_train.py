@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from erv_lab import curves as C
+from erv_lab import arms as A
+from erv_lab import stages as S
 from erv_lab import train as T
 from erv_lab.config import load_config
 from erv_lab.rewards import accuracy_reward, format_reward
@@ -80,11 +82,11 @@ def test_grpo_batch_holds_prompts_per_step_groups_of_g(tmp_path):
 @pytest.mark.slow
 def test_sft_then_grpo_smoke_writes_logs_and_is_idempotent(splits, tmp_path):
     cfg = smoke_cfg(max_steps=2, logging_steps=1)
-    sft = T.ensure_sft(cfg, tmp_path, dataset=splits)
+    sft = S.ensure_sft(cfg, tmp_path, dataset=splits)
     meta = json.loads((sft / "policy.json").read_text())
     assert meta["stage"] == "sft" and meta["metrics"]["global_step"] > 0
     assert (tmp_path / "sft" / "log_history.csv").exists()
-    final = T.ensure_grpo(cfg, tmp_path, "baseline", dataset=splits, reward_funcs=BASELINE)
+    final = S.ensure_grpo(cfg, tmp_path, "baseline", dataset=splits, reward_funcs=BASELINE)
     hist = C.read_log_history(tmp_path / "baseline")
     logged = [h for h in hist if "loss" in h]
     assert len(logged) == 2
@@ -96,54 +98,54 @@ def test_sft_then_grpo_smoke_writes_logs_and_is_idempotent(splits, tmp_path):
     metrics = json.loads((tmp_path / "baseline" / "metrics.json").read_text())
     assert metrics["global_step"] == 2 and metrics["seconds_per_step"] > 0 and metrics["peak_rss_mb"] > 0
     mtime = (final / "policy.json").stat().st_mtime
-    assert T.ensure_grpo(cfg, tmp_path, "baseline", dataset=splits, reward_funcs=BASELINE) == final
+    assert S.ensure_grpo(cfg, tmp_path, "baseline", dataset=splits, reward_funcs=BASELINE) == final
     assert (final / "policy.json").stat().st_mtime == mtime  # reused, not retrained
 
 
 def test_check_stage_moves_a_folder_made_with_other_settings_aside(tmp_path):
     out = tmp_path / "sft"
-    T.check_stage(out, {"a": 1})  # nothing there yet: nothing to do
+    S.check_stage(out, {"a": 1})  # nothing there yet: nothing to do
     (out / "final").mkdir(parents=True)
     (out / "settings.json").write_text(json.dumps({"a": 1, "b": {"c": 2}}))
-    T.check_stage(out, {"a": 1, "b": {"c": 2}})
+    S.check_stage(out, {"a": 1, "b": {"c": 2}})
     assert (out / "final").exists()  # same settings: kept
     with pytest.warns(UserWarning, match=r"b\.c: 2 -> 3"):
-        T.check_stage(out, {"a": 1, "b": {"c": 3}})
+        S.check_stage(out, {"a": 1, "b": {"c": 3}})
     assert not out.exists() and (tmp_path / "sft.stale" / "final").exists()
     (out / "final").mkdir(parents=True)  # an older erv-lab wrote no settings.json
     with pytest.warns(UserWarning, match="no settings.json"):
-        T.check_stage(out, {"a": 1})
+        S.check_stage(out, {"a": 1})
     assert not out.exists() and not (tmp_path / "sft.stale" / "settings.json").exists()
 
 
 @pytest.mark.slow
 def test_changed_settings_retrain_instead_of_reusing_a_stale_model(splits, tmp_path):
     cfg = smoke_cfg(max_steps=1, logging_steps=1)
-    T.ensure_sft(cfg, tmp_path, dataset=splits)
-    final = T.ensure_grpo(cfg, tmp_path, "baseline", dataset=splits, reward_funcs=BASELINE)
+    S.ensure_sft(cfg, tmp_path, dataset=splits)
+    final = S.ensure_grpo(cfg, tmp_path, "baseline", dataset=splits, reward_funcs=BASELINE)
     mtime = (final / "policy.json").stat().st_mtime
     cfg.grpo.logging_steps = 5  # logging only: the same model
-    assert T.ensure_grpo(cfg, tmp_path, "baseline", dataset=splits, reward_funcs=BASELINE) == final
+    assert S.ensure_grpo(cfg, tmp_path, "baseline", dataset=splits, reward_funcs=BASELINE) == final
     assert (final / "policy.json").stat().st_mtime == mtime
     cfg.sft.learning_rate *= 2
     with pytest.warns(UserWarning, match=r"sft\.learning_rate"):
-        T.ensure_sft(cfg, tmp_path, dataset=splits)
+        S.ensure_sft(cfg, tmp_path, dataset=splits)
     assert (tmp_path / "sft.stale" / "final" / "policy.json").exists()
     with pytest.warns(UserWarning, match=r"sft\.sft\.learning_rate"):  # the arm was trained from the old SFT
-        T.ensure_grpo(cfg, tmp_path, "baseline", dataset=splits, reward_funcs=BASELINE)
+        S.ensure_grpo(cfg, tmp_path, "baseline", dataset=splits, reward_funcs=BASELINE)
     saved = json.loads((tmp_path / "baseline" / "settings.json").read_text())
-    assert saved == T.stage_settings(cfg, "grpo", "baseline")
+    assert saved == S.stage_settings(cfg, "grpo", "baseline")
 
 
 @pytest.mark.slow
-def test_grpo_resumes_after_interruption_with_same_final_step(splits, tmp_path):
+def test_grpo_resumes_after_interruption_with_same_final_step(splits, tmp_path, crash_at):
     cfg = smoke_cfg(max_steps=4, save_steps=1, logging_steps=1)
-    T.ensure_sft(cfg, tmp_path, dataset=splits)
+    S.ensure_sft(cfg, tmp_path, dataset=splits)
     with pytest.raises(KeyboardInterrupt):
-        T.ensure_grpo(cfg, tmp_path, "baseline", dataset=splits, reward_funcs=BASELINE, callbacks=[T.CrashAt(3)])
+        S.ensure_grpo(cfg, tmp_path, "baseline", dataset=splits, reward_funcs=BASELINE, callbacks=[crash_at(3)])
     assert not (tmp_path / "baseline" / "final").exists()
     assert T._last_checkpoint(tmp_path / "baseline").endswith("checkpoint-2")
-    final = T.ensure_grpo(cfg, tmp_path, "baseline", dataset=splits, reward_funcs=BASELINE)
+    final = S.ensure_grpo(cfg, tmp_path, "baseline", dataset=splits, reward_funcs=BASELINE)
     metrics = json.loads((final / "policy.json").read_text())["metrics"]
     assert metrics["global_step"] == 4 and metrics["steps_this_run"] == 2
 
@@ -152,6 +154,8 @@ LAUNCHED = """
 import sys
 sys.path.insert(0, {tests!r})
 from erv_lab import curves as C
+from erv_lab import arms as A
+from erv_lab import stages as S
 from erv_lab import train as T
 from erv_lab.config import load_config
 from erv_lab.rewards import accuracy_reward, format_reward
@@ -159,14 +163,14 @@ from conftest import fake_clips
 cfg = load_config("smoke")
 cfg.grpo.max_steps, cfg.grpo.num_generations, cfg.grpo.prompts_per_step = 2, 2, 2
 splits = {{"train": fake_clips(n_per_class=2), "test": fake_clips(n_per_class=1, seed=1)}}
-T.ensure_grpo(cfg, {run!r}, "baseline", dataset=splits, reward_funcs=([format_reward, accuracy_reward], [1.0, 1.0]))
+S.ensure_grpo(cfg, {run!r}, "baseline", dataset=splits, reward_funcs=([format_reward, accuracy_reward], [1.0, 1.0]))
 """
 
 
 @pytest.mark.slow
 def test_grpo_runs_under_accelerate_launch_with_two_cpu_processes(splits, tmp_path):
     cfg = smoke_cfg()
-    T.ensure_sft(cfg, tmp_path, dataset=splits)  # single process first, as a course would
+    S.ensure_sft(cfg, tmp_path, dataset=splits)  # single process first, as a course would
     script = tmp_path / "launched.py"
     script.write_text(LAUNCHED.format(tests=str(REPO / "tests"), run=str(tmp_path)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -183,7 +187,7 @@ def test_run_arms_trains_both_arms_side_by_side_in_worker_processes(splits, tmp_
     cfg = smoke_cfg(max_steps=2, logging_steps=1, save_steps=2)
     cfg.reward.rewards, cfg.reward.weights = ["format", "accuracy"], [1.0, 1.0]  # no verifier: wiring only
     seen = []
-    finals = T.run_arms(cfg, tmp_path, parallel=True, on_log=lambda h: seen.append({a: len(x) for a, x in h.items()}),
+    finals = A.run_arms(cfg, tmp_path, parallel=True, on_log=lambda h: seen.append({a: len(x) for a, x in h.items()}),
                         poll_seconds=0.2, dataset=splits)
     assert set(finals) == {"baseline", "erv"}
     for arm, final in finals.items():
@@ -192,7 +196,7 @@ def test_run_arms_trains_both_arms_side_by_side_in_worker_processes(splits, tmp_
         assert (final.parent / "train.log").stat().st_size > 0  # the worker's output went to its log
     assert seen and set(seen[-1]) == {"baseline", "erv"}
     # idempotent: a second call reuses both finals without training
-    assert T.run_arms(cfg, tmp_path, parallel=True, dataset=splits) == finals
+    assert A.run_arms(cfg, tmp_path, parallel=True, dataset=splits) == finals
 
 
 
@@ -227,11 +231,11 @@ def test_hub_path_trains_a_llava_onevision_standin_with_qlora(splits, tmp_path, 
     loaded = P.load_base(base, cfg.policy)
     assert type(loaded).__name__ == "LlavaOnevisionForConditionalGeneration"
     assert any(isinstance(m, Linear4bit) for m in loaded.modules())
-    sft = T.ensure_sft(cfg, tmp_path, dataset=splits)
+    sft = S.ensure_sft(cfg, tmp_path, dataset=splits)
     assert json.loads((sft / "policy.json").read_text())["kind"] == "hub"
     # the SFT stage leaves its QLoRA adapter alone (no merge into a re-quantised copy); GRPO continues it
     assert (sft / "adapter_config.json").exists() and not list(sft.glob("model*.safetensors"))
-    final = T.ensure_grpo(cfg, tmp_path, "baseline", dataset=splits, reward_funcs=BASELINE)
+    final = S.ensure_grpo(cfg, tmp_path, "baseline", dataset=splits, reward_funcs=BASELINE)
     assert json.loads((tmp_path / "baseline" / "metrics.json").read_text())["global_step"] == 1
     assert (final / "adapter_config.json").exists() and not list(final.glob("model*.safetensors"))
     model, proc = P.load_policy(final, cfg.policy)
@@ -242,7 +246,7 @@ def test_sft_refuses_clips_without_rationales(make_clips, tmp_path):
     train = make_clips(n_per_class=1)
     train = train.map(lambda r, i: {"rationale": "" if i % 2 else r["rationale"]}, with_indices=True)
     with pytest.raises(ValueError, match=r"needs a rationale per training clip, and 3 of 7 have none"):
-        T.ensure_sft(smoke_cfg(), tmp_path, dataset={"train": train, "test": train})
+        S.ensure_sft(smoke_cfg(), tmp_path, dataset={"train": train, "test": train})
     assert not (tmp_path / "sft").exists()  # refused before anything was written
 
 
@@ -251,10 +255,10 @@ def test_sft_has_its_own_seed_and_logging_steps(tmp_path):
     assert T.sft_seed(cfg) == cfg.grpo.seed and T.sft_args(cfg, tmp_path).logging_steps == 1
     cfg.sft.seed, cfg.sft.logging_steps = 7, 3
     args = T.sft_args(cfg, tmp_path)
-    assert args.seed == 7 and args.logging_steps == 3 and T.stage_settings(cfg, "sft")["seed"] == 7
-    before = T.stage_settings(cfg, "sft")
+    assert args.seed == 7 and args.logging_steps == 3 and S.stage_settings(cfg, "sft")["seed"] == 7
+    before = S.stage_settings(cfg, "sft")
     cfg.sft.logging_steps = 9  # logging does not make a trained model stale
-    assert T.stage_settings(cfg, "sft") == before
+    assert S.stage_settings(cfg, "sft") == before
 
 
 def test_the_lesson_run_is_the_shipped_one_unless_asked_to_train_it(tmp_path):
@@ -262,5 +266,5 @@ def test_the_lesson_run_is_the_shipped_one_unless_asked_to_train_it(tmp_path):
 
     cfg = load_config("cpu-tiny")
     assert not cfg.grpo.degenerate_lesson
-    assert T.degenerate_lesson(cfg, tmp_path) == (REFERENCE_DIR, cfg.grpo.num_generations)
+    assert S.degenerate_lesson(cfg, tmp_path) == (REFERENCE_DIR, cfg.grpo.num_generations)
     assert not (tmp_path / "erv-degenerate").exists()  # nothing trained

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from erv_lab import validation as VAL
+from erv_lab import stages as S
 from erv_lab import verifier as V
 from erv_lab.config import load_config
 from erv_lab.labels import GOEMOTIONS, LOSSY_PROXIES, label_set, split_sentences, to_goemotions
@@ -201,10 +202,10 @@ def test_throughput_is_positive(small):
 @pytest.mark.slow
 def test_ensure_verifier_trains_once_then_loads(tmp_path, monkeypatch):
     cfg = load_config("smoke", ["verifier.max_train=300"])
-    first = V.ensure_verifier(cfg, tmp_path, progress=False)
+    first = S.ensure_verifier(cfg, tmp_path, progress=False)
     assert (tmp_path / "verifier" / "model.safetensors").exists() and first.info["max_train"] == 300
     monkeypatch.setattr(V, "train_verifier", lambda *a, **k: pytest.fail("retrained"))
-    again = V.ensure_verifier(cfg, tmp_path)
+    again = S.ensure_verifier(cfg, tmp_path)
     np.testing.assert_allclose(again.predict_proba(["She smiles."]), first.predict_proba(["She smiles."]),
                                atol=1e-6)
 
@@ -261,7 +262,6 @@ def test_transformer_verifier_trains_saves_and_reloads(tmp_path):
 
 
 def test_a_verifier_trained_with_other_settings_is_moved_aside_and_retrained(tmp_path, monkeypatch):
-    from erv_lab import verifier as V
     from erv_lab.config import load_config
 
     trained = []
@@ -276,11 +276,11 @@ def test_a_verifier_trained_with_other_settings_is_moved_aside_and_retrained(tmp
     monkeypatch.setattr(V, "train_verifier", lambda cfg, progress=None: trained.append(cfg) or Tiny())
     monkeypatch.setattr(V, "load_verifier", lambda path: "loaded")
     cfg = load_config("smoke")
-    V.ensure_verifier(cfg, tmp_path)
-    assert V.ensure_verifier(cfg, tmp_path) == "loaded" and len(trained) == 1
+    S.ensure_verifier(cfg, tmp_path)
+    assert S.ensure_verifier(cfg, tmp_path) == "loaded" and len(trained) == 1
     for change in (["verifier.max_train=100"], ["verifier.epochs=7"], ["data.seed=3"]):
         with pytest.warns(UserWarning, match="not reused"):
-            V.ensure_verifier(load_config("smoke", change), tmp_path)
+            S.ensure_verifier(load_config("smoke", change), tmp_path)
     assert len(trained) == 4 and (tmp_path / "verifier.stale").exists()
     # tau only reads the verifier: the last one is reused
-    assert V.ensure_verifier(load_config("smoke", ["data.seed=3", "verifier.threshold=0.3"]), tmp_path) == "loaded"
+    assert S.ensure_verifier(load_config("smoke", ["data.seed=3", "verifier.threshold=0.3"]), tmp_path) == "loaded"

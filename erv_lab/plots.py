@@ -1,0 +1,268 @@
+"""Every figure the course draws, in one place (matplotlib / seaborn; imported lazily).
+
+The method in one picture (notebook 00), clips and class balance (01, 04), training curves, live or final
+(04, 05), and the consistency bars and reward curves of the evaluation (06). Each function takes what the
+other modules computed or saved and returns a ``matplotlib`` figure; none of them computes a result.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from erv_lab.curves import arm_histories, curve
+
+ARM_ORDER = ("sft", "baseline", "erv")
+
+
+# ---------------------------------------------------------------- the method (notebook 00)
+def pipeline_figure():
+    """A diagram of the method: data -> cold-start SFT -> GRPO with three rewards -> evaluation."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    ax.set_xlim(0, 11)
+    ax.set_ylim(0, 3.6)
+    ax.axis("off")
+    boxes = [
+        (0.2, 2.2, "video + audio clip\n(DFEW / MAFW /\nsynthetic)", "#dbe9f6"),
+        (2.4, 2.2, "cold-start SFT\n<think> rationale\n<answer> label", "#e6f2e0"),
+        (4.6, 2.2, "policy samples G\ncompletions\nper clip", "#e6f2e0"),
+        (6.8, 2.2, "rewards: format\n+ accuracy\n+ explanation (ERV)", "#fde9d9"),
+        (9.0, 2.2, "GRPO update\nadvantage = (r - mean)\n/ (std + 1e-4), KL", "#e6f2e0"),
+        (6.8, 0.2, "ERV: GoEmotions\nclassifier scores each\nrationale sentence", "#fbd5d5"),
+        (2.4, 0.2, "evaluation: UAR / WAR\n+ judge: EEA, FCR, EPC", "#ece4f4"),
+    ]
+    for x, y, text, colour in boxes:
+        ax.add_patch(FancyBboxPatch((x, y), 1.9, 1.2, boxstyle="round,pad=0.05", fc=colour, ec="#555"))
+        ax.text(x + 0.95, y + 0.6, text, ha="center", va="center", fontsize=8.5)
+    arrows = [((2.1, 2.8), (2.4, 2.8)), ((4.3, 2.8), (4.6, 2.8)), ((6.5, 2.8), (6.8, 2.8)),
+              ((8.7, 2.8), (9.0, 2.8)), ((7.75, 1.4), (7.75, 2.2)), ((9.95, 2.2), (4.3, 0.8))]
+    for start, end in arrows:
+        ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle="->", color="#333"))
+    ax.set_title("ERV in one picture: the explanation reward makes the rationale agree with the emotion")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- clips (notebooks 01 and 04)
+def clip(example: dict, audio: str = "spectrogram", title: str | None = None, rationale: bool = False):
+    """One clip as the policy sees it: its sampled frames and, with ``audio="spectrogram"``, the log-mel
+    spectrogram as one more image. The title gives clip id, label, prosody and whether its rationale drifted;
+    ``rationale=True`` also prints the rationale."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    ims = list(example["frames"]) + ([example["spectrogram"]] if audio == "spectrogram" else [])
+    fig, axes = plt.subplots(1, len(ims), figsize=(1.6 * len(ims), 2.1))
+    for i, (ax, im) in enumerate(zip(np.atleast_1d(axes), ims)):
+        ax.imshow(im)
+        ax.set_xticks([]), ax.set_yticks([])
+        last = audio == "spectrogram" and i == len(ims) - 1
+        ax.set_title("log-mel" if last else f"frame {i + 1}", fontsize=8)
+    if title is None:
+        title = " · ".join([str(example.get("clip_id", "")), str(example.get("label", ""))]
+                           + ([example["prosody"]] if example.get("prosody") else [])
+                           + (["drifted"] if example.get("drifted") else []))
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    if rationale:
+        print(example.get("rationale") or "(no rationale)")
+    return fig
+
+
+def filmstrip(ds, per_class: int = 1):
+    """A grid: one row per class (first ``per_class`` clips), the sampled frames then the spectrogram."""
+    import matplotlib.pyplot as plt
+
+    labels = ds["label"]
+    picks = [i for lab in sorted(set(labels)) for i in [j for j, x in enumerate(labels) if x == lab][:per_class]]
+    n = len(ds[0]["frames"]) + 1
+    fig, axes = plt.subplots(len(picks), n, figsize=(1.3 * n, 1.3 * len(picks)), squeeze=False)
+    for row, i in zip(axes, picks):
+        ex = ds[i]
+        for ax, im in zip(row, ex["frames"] + [ex["spectrogram"]]):
+            ax.imshow(im)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].set_ylabel(ex["label"], rotation=0, ha="right", fontsize=8)
+    axes[0][-1].set_title("log-mel", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def class_balance(splits: dict):
+    """Bar chart of clips per class and split (seaborn)."""
+    import pandas as pd
+    import seaborn as sns
+
+    df = pd.DataFrame([{"split": s, "label": lab} for s, ds in splits.items() for lab in ds["label"]])
+    ax = sns.countplot(data=df, x="label", hue="split")
+    ax.set_title("clips per class")
+    ax.tick_params(axis="x", rotation=45)
+    return ax.figure
+
+
+# ---------------------------------------------------------------- verifier and judges (notebook 02)
+def per_label_f1(goemotions_report: dict):
+    """Per-label F1 of the verifier on GoEmotions test, with the macro-F1 as a dashed line
+    (``erv_lab.validation.evaluate_verifier(...)["goemotions"]``)."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    g = goemotions_report
+    fig, ax = plt.subplots(figsize=(10, 3))
+    pd.Series(g["per_label_f1"]).plot.bar(ax=ax, title="per-label F1 on GoEmotions test")
+    ax.axhline(g["test_macro_f1"], ls="--")
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrices(validations: dict[str, dict], labels: Sequence[str]):
+    """One confusion matrix per judge (``{name: erv_lab.judges.validate_judge(...)}``), side by side."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, len(validations), figsize=(5.5 * len(validations), 4), squeeze=False)
+    for ax, (name, v) in zip(np.ravel(axes), validations.items()):
+        sns.heatmap(pd.DataFrame(v["confusion"], index=labels, columns=labels), annot=True, fmt="d", cbar=False, ax=ax)
+        ax.set(title=f"{name}: accuracy {v['accuracy']:.2f} on GoEmotions test rows", xlabel="judged",
+               ylabel="GoEmotions label")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- the explanation reward (notebook 03)
+def sentence_scores(detail: dict, threshold: float, title: str = ""):
+    """One completion's explanation reward, sentence by sentence (``ExplanationReward.details(...)[i]``): the
+    verifier's probability of the target per sentence against tau, each bar coloured by what the reward made
+    of it -- credited (target in the label set), matched but refused by the anti-stuffing guard, counted
+    without credit, or left out of the denominator (label set exactly {neutral})."""
+    import matplotlib.pyplot as plt
+
+    colours = {"credited": "#3a7d44", "guarded": "#d98c1f", "counted": "#b23a48", "left out": "#9a9a9a"}
+    items = detail["sentences"]
+    kinds = ["credited" if it["credited"] else "guarded" if it["matched"] and it["stuffing"] else
+             "counted" if it["counted"] else "left out" for it in items]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * max(len(items), 1) + 1.2))
+    ys = range(len(items))[::-1]
+    ax.barh(list(ys), [it["target_prob"] or 0.0 for it in items], color=[colours[k] for k in kinds])
+    ax.axvline(threshold, ls="--", color="#333", lw=1)
+    ax.text(threshold, len(items) - 0.4, f" tau = {threshold}", fontsize=8, va="bottom")
+    ax.set_yticks(list(ys), [f"{it['text'][:48]}  {{{', '.join(it['names'])}}}" for it in items], fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"verifier p({detail['target']})")
+    for k, c in colours.items():
+        ax.bar(0, 0, color=c, label=k)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title or f"R = m / n_nn = {detail['m']} / {detail['n_nn']} = {detail['reward']:.2f}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def probe_rewards(rows: Sequence[dict], columns: Sequence[str] = ("R (paper)", "R (guard)")):
+    """What the explanation reward pays each gaming probe, with and without the anti-stuffing guard
+    (rows ``{"probe", "should pay", <column>: R}``); probes that should not pay are marked with an asterisk."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(8, 0.4 * len(rows) + 1.2))
+    y = np.arange(len(rows))[::-1]
+    h = 0.8 / len(columns)
+    for i, col in enumerate(columns):
+        ax.barh(y - i * h, [r[col] for r in rows], h, label=col)
+    ax.set_yticks(y - h * (len(columns) - 1) / 2, [r["probe"] + ("" if r["should pay"] else " *") for r in rows],
+                  fontsize=8)
+    ax.set_xlim(0, 1.05)
+    ax.set_xlabel("explanation reward R")
+    ax.set_title("gaming probes (* = a careful reader would pay 0)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- training curves (notebooks 04, 05, 06)
+def training_curves(histories: dict[str, list[dict]], keys: Sequence[str], fig=None):
+    """One panel per log key, one line per run (e.g. ``{"baseline": hist, "erv": hist}``); the histories are
+    ``erv_lab.curves.read_log_history`` / ``arm_histories``. Keys a run did not log are left out of its panel."""
+    import matplotlib.pyplot as plt
+
+    fig = fig or plt.figure(figsize=(4 * len(keys), 3))
+    fig.clf()
+    for i, key in enumerate(keys):
+        ax = fig.add_subplot(1, len(keys), i + 1)
+        for name, hist in histories.items():
+            xs, ys = curve(hist, key)
+            if xs:
+                ax.plot(xs, ys, marker=".", label=name)
+        ax.set_title(key.replace("rewards/", "").replace("/mean", ""), fontsize=9)
+        ax.set_xlabel("step")
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def live_curves(keys: Sequence[str], name: str = "run", min_seconds: float = 10.0) -> Callable:
+    """An ``on_log`` hook that redraws ``keys`` in the notebook at a logging step, at most once every
+    ``min_seconds`` (a redraw costs about half a second of training). It takes one run's history
+    (``ensure_sft`` / ``ensure_grpo``) or ``{name: history}`` for several runs side by side (``run_arms``). The
+    figure is updated in place (a display handle), so progress bars in the same cell stay visible. Draw the
+    final curves with :func:`training_curves` after training."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    fig = plt.figure(figsize=(4 * len(keys), 3))
+    plt.close(fig)
+    last, handle = [-float("inf")], [None]
+
+    def hook(history):
+        if time.monotonic() - last[0] < min_seconds:
+            return
+        runs = history if isinstance(history, dict) else {name: history}
+        present = [k for k in keys if any(k in r for h in runs.values() for r in h)]
+        training_curves(runs, present or keys[:1], fig)
+        if handle[0] is None:
+            handle[0] = display(fig, display_id=True)
+        else:
+            handle[0].update(fig)
+        last[0] = time.monotonic()
+
+    return hook
+
+
+REWARD_KEYS = ("rewards/format/mean", "rewards/accuracy/mean", "rewards/explanation/mean", "completions/mean_length")
+
+
+def reward_curves(run_dir: str | Path, arms=("baseline", "erv")):
+    """Mean reward parts and completion length over GRPO steps, one panel per quantity, both arms."""
+    return training_curves(arm_histories(run_dir, arms), REWARD_KEYS)
+
+
+# ---------------------------------------------------------------- evaluation (notebook 06)
+def consistency_bars(results: dict, protocol: str = "sample", metrics=("EEA", "FCR", "EPC", "UAR")):
+    """Bar chart of EEA / FCR / EPC / UAR per arm with 95 % intervals as error bars (``results.json``)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    block = results if protocol == "sample" else results[protocol]
+    arms = [a for a in ARM_ORDER if a in block]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = 0.8 / max(len(arms), 1)
+    x = np.arange(len(metrics))
+    for k, arm in enumerate(arms):
+        m = block[arm]
+        vals = np.array([m.get(c) if m.get(c) is not None else np.nan for c in metrics], dtype=float)
+        ci = np.array([m.get("ci", {}).get(c) or [np.nan, np.nan] for c in metrics], dtype=float)
+        err = np.abs(np.stack([vals - ci[:, 0], ci[:, 1] - vals]))
+        ax.bar(x + k * width, vals, width, yerr=np.nan_to_num(err), capsize=3, label=arm)
+    ax.set_xticks(x + width * (len(arms) - 1) / 2, metrics)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("fraction of clips")
+    ax.set_title(f"Consistency per model ({protocol})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
