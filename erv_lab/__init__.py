@@ -1,6 +1,8 @@
 """erv-lab: a notebook-first reproduction of ERV (Rha et al., AAAI 2026, arXiv 2510.23506).
 
-Data flows one way: synth/data -> verifier -> rewards -> policy/train -> evaluate -> widgets.
+Data flows one way: layouts/media/data (synth) -> verifier (encoders, validation) -> judges -> rewards ->
+policy/train (trl_compat, arms) -> evaluate (metrics, grounding) -> report/plots -> widgets/explain.
+``stages`` decides, for every artefact of a run, whether it is reused or made again; ``cli`` holds every command.
 Notebooks in ``notebooks/`` import these modules; the logic lives here.
 """
 __version__ = "0.1.0"

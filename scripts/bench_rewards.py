@@ -10,8 +10,8 @@ What it measures (on the preset's sizes, default cpu-tiny):
    slice of ``--max-train`` rows + rationale sentences, or loaded with ``--verifier``). Median of ``--repeats``.
 2. the step: with ``--measure-step``, the median wall time of TRL GRPO steps of the preset's tiny LLaVA policy
    (random init, so every completion runs to max_completion_length; beta = 0, so no reference forward) with
-   the format + accuracy rewards only. Without it, ``--step-seconds`` (default 1.2 s: the prototype in
-   STACK.md, 150 steps in 3-4 min) is used and labelled as an estimate.
+   the format + accuracy rewards only. Without it, ``--step-seconds`` (default 1.2 s: an early prototype's
+   150 steps in 3-4 min, not a measurement of this code) is used and labelled as an estimate.
 share = t_reward / (t_step + t_reward): the explanation reward's part of an ERV-arm step.
 Timings on a shared 2-core machine are noisy; the script prints the machine load it saw.
 """
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         t_step, step_how = measure_step(cfg, args.steps), (
             f"measured: median of {args.steps} TRL GRPO steps, tiny policy, format+accuracy, beta 0")
     else:
-        t_step, step_how = args.step_seconds, "estimate (--step-seconds; STACK.md prototype)"
+        t_step, step_how = args.step_seconds, "estimate (--step-seconds; an early prototype)"
     res = {
         "preset": cfg.preset, "completions_per_step": n, "sentences_per_step": n_sent, "verifier": how,
         "explanation_s_per_batch": round(t_erv, 4), "sentences_per_s": round(n_sent / t_erv),
