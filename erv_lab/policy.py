@@ -4,8 +4,8 @@ CPU presets build a *tiny, randomly initialised* ``LlavaForConditionalGeneration
 small Qwen2) with a byte-level BPE tokenizer trained locally, so the code path of the GPU presets
 (processor, chat template, ``images`` column, LoRA / 4-bit NF4 QLoRA wiring) runs offline. GPU presets load
 a pretrained Hub VLM instead. Video enters as a list of frames; audio as one more image (the log-mel
-spectrogram) and/or prosody text. The only training here is the tiny model's vision warm-up
-(:func:`warmup_vision`, the stand-in for a pretrained encoder); SFT and GRPO are ``erv_lab.train``.
+spectrogram) and/or prosody text. Nothing here trains: the tiny model's vision warm-up, SFT and GRPO are
+``erv_lab.train``; random-weight stand-ins shaped like the Hub models are ``erv_lab.standins``.
 """
 from __future__ import annotations
 
@@ -211,75 +211,6 @@ def hub_policy(pcfg):
     return load_base(pcfg.model_name, pcfg), hub_processor(pcfg.model_name)
 
 
-# ---------------------------------------------------------------- same-shaped stand-ins (no Hub)
-# Published sizes of the Hub VLMs the GPU presets name. ``build_standin`` makes a model of that class and
-# parameter count with *random* weights and the local BPE tokenizer, so the GPU path (4-bit NF4 + LoRA, the
-# model's own processor and image tiling) can be run and measured where the Hub is unreachable. Peak memory
-# and step time are the real model's; its completions are noise and run to ``max_completion_length``.
-HUB_SIZES = {
-    "llava-hf/llava-onevision-qwen2-0.5b-ov-hf": {  # Qwen2-0.5B + SigLIP-so400m (26 layers), anyres_max_9
-        "text": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                     num_key_value_heads=2, vocab_size=152000, max_position_embeddings=32768, rope_theta=1e6,
-                     rms_norm_eps=1e-6, tie_word_embeddings=True),
-        "vision": dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=26, num_attention_heads=16,
-                       image_size=384, patch_size=14, vision_use_head=False),
-    },
-}
-
-
-def build_standin(name: str, out: str | Path, corpus: Sequence[str], sizes: dict | None = None, seed: int = 0,
-                  processor_cls=None) -> Path:
-    """Save a randomly initialised ``LlavaOnevisionForConditionalGeneration`` shaped like Hub model ``name``
-    (``HUB_SIZES``; ``sizes`` = ``{"text": {...}, "vision": {...}}`` overrides, e.g. tiny ones in tests) with a
-    ``LlavaOnevisionProcessor`` around a BPE tokenizer trained on ``corpus``. Returns ``out``; pass it as
-    ``policy.model_name`` of a ``kind: hub`` preset. The processor needs torchvision (its video processor)
-    unless ``processor_cls`` is an images-only subclass."""
-    from transformers import (AddedToken, LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
-                              LlavaOnevisionImageProcessorPil, LlavaOnevisionProcessor, Qwen2Config,
-                              SiglipVisionConfig)
-
-    if name not in HUB_SIZES:
-        raise KeyError(f"no published sizes for {name!r}; known: {sorted(HUB_SIZES)}")
-    processor_cls = processor_cls or LlavaOnevisionProcessor
-    base = HUB_SIZES[name]
-    text_kw = {**base["text"], **(sizes or {}).get("text", {})}
-    vision_kw = {**base["vision"], **(sizes or {}).get("vision", {})}
-    tok = train_tokenizer(corpus)
-    tok.add_tokens([AddedToken("<video>", normalized=False, special=True)], special_tokens=True)
-    side = vision_kw["image_size"]
-    image_processor = LlavaOnevisionImageProcessorPil(
-        size={"height": side, "width": side}, crop_size={"height": side, "width": side},
-        image_grid_pinpoints=[[side * i, side * j] for i in range(1, 7) for j in range(1, 7)])
-    extra = {}
-    if processor_cls is LlavaOnevisionProcessor:  # the real class insists on a video processor (torchvision)
-        from transformers import LlavaOnevisionVideoProcessor
-
-        extra["video_processor"] = LlavaOnevisionVideoProcessor(size={"height": side, "width": side})
-    processor = processor_cls(image_processor=image_processor, tokenizer=tok, **extra,
-                              num_image_tokens=(side // vision_kw["patch_size"]) ** 2,
-                              vision_feature_select_strategy="full", chat_template=CHAT_TEMPLATE)
-    text_kw.setdefault("vocab_size", len(tok))
-    if text_kw["vocab_size"] < len(tok):
-        raise ValueError(f"vocab_size {text_kw['vocab_size']} < tokenizer size {len(tok)}")
-    config = LlavaOnevisionConfig(
-        vision_config=SiglipVisionConfig(**vision_kw).to_dict(),
-        text_config=Qwen2Config(pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None,
-                                **text_kw).to_dict(),
-        image_token_index=tok.convert_tokens_to_ids(IMAGE_TOKEN), video_token_index=tok.convert_tokens_to_ids("<video>"),
-        image_grid_pinpoints=image_processor.image_grid_pinpoints, vision_feature_select_strategy="full",
-        tie_word_embeddings=text_kw.get("tie_word_embeddings", True))
-    torch.manual_seed(seed)
-    model = LlavaOnevisionForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.generation_config.eos_token_id = tok.eos_token_id
-    out = Path(out)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    (out / "standin.json").write_text(json.dumps({"stand_in_for": name, "random_weights": True,
-                                                  "parameters": count_parameters(model)}, indent=1))
-    return out
-
-
 # ---------------------------------------------------------------- save / load
 def save_policy(model, processor, path: str | Path, meta: dict | None = None) -> Path:
     """Save weights, processor and a ``policy.json`` note: full fine-tuning as is, LoRA merged into its
@@ -368,54 +299,6 @@ def vision_tower(model):
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     inner = getattr(inner, "model", inner)
     return inner.vision_tower, inner.multi_modal_projector
-
-
-def warmup_vision(model, processor, dataset, labels: Sequence[str], epochs: int, lr: float = 2e-3,
-                  batch_size: int = 16, seed: int = 0, audio: str = "spectrogram") -> dict:
-    """Warm the vision tower up as a *clip* classifier (stand-in for a pretrained encoder).
-
-    Every image the policy will see for a clip (its frames and, with ``audio="spectrogram"``, the spectrogram)
-    -> vision tower -> projector -> mean over patch tokens; the head reads [mean over frames || spectrogram]
-    and is trained with cross-entropy on the clip's label. Training on frames alone cannot work: some classes
-    differ only in the voice (fear vs surprise), so a frame classifier stalled at ~0.4 train accuracy, while this
-    clip classifier reached ~0.9 test accuracy on cpu-tiny in about 8 s (docs/TRAINING.md).
-    Returns train/held-out-free accuracy of the last epoch and seconds taken.
-    """
-    import time
-
-    tower, proj = vision_tower(model)
-    if epochs <= 0:
-        return {"epochs": 0, "accuracy": None, "seconds": 0.0}
-    t0 = time.perf_counter()
-    g = torch.Generator().manual_seed(seed)
-    per_clip = [clip_images(ex, audio) for ex in dataset]
-    k = len(per_clip[0])  # images per clip (frames [+ spectrogram])
-    pix = processor.image_processor(images=[im for ims in per_clip for im in ims], return_tensors="pt")["pixel_values"]
-    pix = pix.view(len(per_clip), k, *pix.shape[1:])  # (N, K, 3, H, W)
-    y = torch.tensor([labels.index(ex["label"]) for ex in dataset])
-    with_spec = audio == "spectrogram" and k > 1
-    dim = proj.linear_2.out_features
-    head = torch.nn.Linear(dim * (2 if with_spec else 1), len(labels))
-    params = list(tower.parameters()) + list(proj.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=lr)
-    tower.train(), proj.train()
-
-    def clip_features(p):  # (B, K, 3, H, W) -> (B, D or 2D)
-        f = proj(tower(p.flatten(0, 1)).last_hidden_state[:, 1:]).mean(1).view(p.shape[0], k, dim)
-        return torch.cat([f[:, :-1].mean(1), f[:, -1]], -1) if with_spec else f.mean(1)
-
-    acc = 0.0
-    for _ in range(epochs):
-        order = torch.randperm(len(y), generator=g)
-        correct = 0
-        for s in range(0, len(y), batch_size):
-            idx = order[s:s + batch_size]
-            logits = head(clip_features(pix[idx]))  # (B, C)
-            loss = torch.nn.functional.cross_entropy(logits, y[idx])
-            opt.zero_grad(), loss.backward(), opt.step()
-            correct += (logits.argmax(-1) == y[idx]).sum().item()
-        acc = correct / len(y)
-    return {"epochs": epochs, "accuracy": acc, "seconds": time.perf_counter() - t0}
 
 
 def seed_everything(seed: int) -> None:

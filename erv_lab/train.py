@@ -101,6 +101,54 @@ def sft_seed(cfg) -> int:
 
 
 # ---------------------------------------------------------------- cold-start SFT
+def warmup_vision(model, processor, dataset, labels: Sequence[str], epochs: int, lr: float = 2e-3,
+                  batch_size: int = 16, seed: int = 0, audio: str = "spectrogram") -> dict:
+    """Warm the vision tower up as a *clip* classifier (stand-in for a pretrained encoder).
+
+    Every image the policy will see for a clip (its frames and, with ``audio="spectrogram"``, the spectrogram)
+    -> vision tower -> projector -> mean over patch tokens; the head reads [mean over frames || spectrogram]
+    and is trained with cross-entropy on the clip's label. Training on frames alone cannot work: some classes
+    differ only in the voice (fear vs surprise), so a frame classifier stalled at ~0.4 train accuracy, while this
+    clip classifier reached ~0.9 test accuracy on cpu-tiny in about 8 s (docs/TRAINING.md).
+    Returns train/held-out-free accuracy of the last epoch and seconds taken.
+    """
+    import time
+
+    tower, proj = P.vision_tower(model)
+    if epochs <= 0:
+        return {"epochs": 0, "accuracy": None, "seconds": 0.0}
+    t0 = time.perf_counter()
+    g = torch.Generator().manual_seed(seed)
+    per_clip = [P.clip_images(ex, audio) for ex in dataset]
+    k = len(per_clip[0])  # images per clip (frames [+ spectrogram])
+    pix = processor.image_processor(images=[im for ims in per_clip for im in ims], return_tensors="pt")["pixel_values"]
+    pix = pix.view(len(per_clip), k, *pix.shape[1:])  # (N, K, 3, H, W)
+    y = torch.tensor([labels.index(ex["label"]) for ex in dataset])
+    with_spec = audio == "spectrogram" and k > 1
+    dim = proj.linear_2.out_features
+    head = torch.nn.Linear(dim * (2 if with_spec else 1), len(labels))
+    params = list(tower.parameters()) + list(proj.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=lr)
+    tower.train(), proj.train()
+
+    def clip_features(p):  # (B, K, 3, H, W) -> (B, D or 2D)
+        f = proj(tower(p.flatten(0, 1)).last_hidden_state[:, 1:]).mean(1).view(p.shape[0], k, dim)
+        return torch.cat([f[:, :-1].mean(1), f[:, -1]], -1) if with_spec else f.mean(1)
+
+    acc = 0.0
+    for _ in range(epochs):
+        order = torch.randperm(len(y), generator=g)
+        correct = 0
+        for s in range(0, len(y), batch_size):
+            idx = order[s:s + batch_size]
+            logits = head(clip_features(pix[idx]))  # (B, C)
+            loss = torch.nn.functional.cross_entropy(logits, y[idx])
+            opt.zero_grad(), loss.backward(), opt.step()
+            correct += (logits.argmax(-1) == y[idx]).sum().item()
+        acc = correct / len(y)
+    return {"epochs": epochs, "accuracy": acc, "seconds": time.perf_counter() - t0}
+
+
 def build_initial_policy(cfg, train_ds, out: Path):
     """Tokenizer + processor + model before SFT; for the tiny class, after the vision warm-up.
 
@@ -117,7 +165,7 @@ def build_initial_policy(cfg, train_ds, out: Path):
     processor = P.build_processor(P.train_tokenizer(corpus), pcfg.image_size)
     model = P.build_tiny_policy(pcfg, processor, seed=sft_seed(cfg))
     labels = list(dict.fromkeys(lab for ds in sorted(set(train_ds["dataset"])) for lab in vocabulary(ds)))  # all datasets
-    warm = P.warmup_vision(model, processor, train_ds, labels, pcfg.vision_warmup_epochs, seed=sft_seed(cfg),
+    warm = warmup_vision(model, processor, train_ds, labels, pcfg.vision_warmup_epochs, seed=sft_seed(cfg),
                           audio=pcfg.audio)
     meta = {"kind": "tiny-llava", "image_size": pcfg.image_size, "warmup": warm,
             "parameters": P.count_parameters(model)}

@@ -6,7 +6,7 @@ Runs the real entry points (``erv_lab.stages.ensure_sft`` / ``ensure_grpo``, ERV
 scratch run folder and prints one JSON line per stage with ``seconds_per_step`` and ``peak_gpu_mb``
 (``torch.cuda.max_memory_allocated``). Needs a CUDA GPU; it refuses to run on a CPU, so a number it prints is
 always a GPU measurement. Without Hub access, ``--standin`` builds the preset's VLM with its published sizes and
-random weights (``erv_lab.policy.build_standin``): memory and step time are the real model's, its completions
+random weights (``erv_lab.standins.build_standin``): memory and step time are the real model's, its completions
 are noise and always run to ``max_completion_length`` (the slowest case), and the verifier must be a local kind:
 
     python scripts/measure_gpu_preset.py --standin --set verifier.kind=tfidf --set data.clips_per_class=2
@@ -63,13 +63,13 @@ def main(argv: list[str] | None = None) -> int:
 
     splits = stages.ensure_dataset(cfg, out)
     if args.standin:
-        from erv_lab import policy as P
+        from erv_lab import standins
 
         folder = out / "standin"
         if not (folder / "standin.json").exists():
             t0 = time.perf_counter()
             corpus = list(splits["train"]["rationale"]) + list(splits["train"]["prosody"])
-            P.build_standin(cfg.policy.model_name, folder, corpus)
+            standins.build_standin(cfg.policy.model_name, folder, corpus)
             print(json.dumps({"standin_for": cfg.policy.model_name, "build_s": round(time.perf_counter() - t0, 1),
                               **json.loads((folder / "standin.json").read_text())["parameters"]}), flush=True)
         cfg.policy.model_name = str(folder)

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from erv_lab import policy as P
+from erv_lab import train as T
 from erv_lab.config import load_config
 
 LABELS = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
@@ -101,7 +102,7 @@ def test_generate_is_seeded_and_greedy_is_deterministic(processor, clips, pcfg):
 
 def test_vision_warmup_learns_coloured_squares(processor, clips, pcfg):
     model = P.build_tiny_policy(pcfg, processor)
-    out = P.warmup_vision(model, processor, clips, LABELS, epochs=15, lr=3e-3, batch_size=16)
+    out = T.warmup_vision(model, processor, clips, LABELS, epochs=15, lr=3e-3, batch_size=16)
     assert out["accuracy"] > 0.5  # chance is 1/7
 
 

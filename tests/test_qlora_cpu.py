@@ -13,6 +13,7 @@ import torch
 
 from erv_lab import kernels as K
 from erv_lab import policy as P
+from erv_lab import standins as ST
 from erv_lab.config import load_config
 
 bnb_functional = pytest.importorskip("bitsandbytes.functional")
@@ -71,7 +72,7 @@ def test_every_tiny_4bit_model_of_the_suite_fits_the_packed_cpu_format(processor
     llava, pcfg, caught = _tiny_llava_4bit(processor, tmp_path / "llava", **qlora_tiny_llava)
     assert sum(isinstance(m, Linear4bit) for m in llava.modules()) > 10  # LM, vision tower and projector
     assert K.unpackable_4bit_layers(llava) == [] and not caught
-    base = P.build_standin("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", tmp_path / "ov", ["a b c"] * 4,
+    base = ST.build_standin("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", tmp_path / "ov", ["a b c"] * 4,
                            sizes=tiny_onevision, processor_cls=onevision_processor_cls)
     onevision = P.load_base(base, pcfg)
     assert sum(isinstance(m, Linear4bit) for m in onevision.modules()) > 10
@@ -80,7 +81,7 @@ def test_every_tiny_4bit_model_of_the_suite_fits_the_packed_cpu_format(processor
 
 def test_the_real_language_model_sizes_pack():
     """Every 4-bit layer of the colab-t4 policy's language model fits the packed format (by its rule)."""
-    t = P.HUB_SIZES["llava-hf/llava-onevision-qwen2-0.5b-ov-hf"]["text"]
+    t = ST.HUB_SIZES["llava-hf/llava-onevision-qwen2-0.5b-ov-hf"]["text"]
     head = t["hidden_size"] // t["num_attention_heads"]
     shapes = [(t["hidden_size"], t["hidden_size"]), (t["hidden_size"], head * t["num_key_value_heads"]),
               (t["hidden_size"], t["intermediate_size"]), (t["intermediate_size"], t["hidden_size"])]

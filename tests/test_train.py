@@ -10,6 +10,7 @@ import pytest
 from erv_lab import curves as C
 from erv_lab import arms as A
 from erv_lab import stages as S
+from erv_lab import standins as ST
 from erv_lab import train as T
 from erv_lab.config import load_config
 from erv_lab.rewards import accuracy_reward, format_reward
@@ -156,6 +157,7 @@ sys.path.insert(0, {tests!r})
 from erv_lab import curves as C
 from erv_lab import arms as A
 from erv_lab import stages as S
+from erv_lab import standins as ST
 from erv_lab import train as T
 from erv_lab.config import load_config
 from erv_lab.rewards import accuracy_reward, format_reward
@@ -212,7 +214,7 @@ def test_hub_path_trains_a_llava_onevision_standin_with_qlora(splits, tmp_path, 
     from erv_lab import policy as P
 
     cls = onevision_processor_cls
-    base = P.build_standin("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", tmp_path / "standin",
+    base = ST.build_standin("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", tmp_path / "standin",
                            list(splits["train"]["rationale"]), sizes=tiny_onevision, processor_cls=cls)
     assert json.loads((base / "standin.json").read_text())["random_weights"] is True
 
