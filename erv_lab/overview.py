@@ -1,4 +1,5 @@
-"""Notebook 00's helpers: the course map, a picture of the method, and an environment check.
+"""Notebook 00's helpers: the course map, measured minutes per notebook, and an environment check (the
+picture of the method is ``erv_lab.plots.pipeline_figure``).
 
 Nothing here trains or evaluates; it describes the course and checks that the machine can run it.
 """

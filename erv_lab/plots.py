@@ -1,8 +1,10 @@
 """Every figure the course draws, in one place (matplotlib / seaborn; imported lazily).
 
-The method in one picture (notebook 00), clips and class balance (01, 04), training curves, live or final
-(04, 05), and the consistency bars and reward curves of the evaluation (06). Each function takes what the
-other modules computed or saved and returns a ``matplotlib`` figure; none of them computes a result.
+The method in one picture (notebook 00), clips and class balance (01, 04), the verifier's per-label F1 and the
+judges' confusion matrices (02), the explanation reward per sentence and per gaming probe (03), training
+curves, live or final (04, 05), and the consistency bars and reward curves of the evaluation (06). Each
+function takes what the other modules computed or saved and returns a ``matplotlib`` figure (``live_curves``
+returns the ``on_log`` hook that redraws one); none of them computes a result.
 """
 from __future__ import annotations
 

@@ -4,8 +4,8 @@ CPU presets build a *tiny, randomly initialised* ``LlavaForConditionalGeneration
 small Qwen2) with a byte-level BPE tokenizer trained locally, so the code path of the GPU presets
 (processor, chat template, ``images`` column, LoRA / 4-bit NF4 QLoRA wiring) runs offline. GPU presets load
 a pretrained Hub VLM instead. Video enters as a list of frames; audio as one more image (the log-mel
-spectrogram) and/or prosody text. Nothing here trains: the tiny model's vision warm-up, SFT and GRPO are
-``erv_lab.train``; random-weight stand-ins shaped like the Hub models are ``erv_lab.standins``.
+spectrogram) and/or prosody text. No model is trained here (only the local BPE tokenizer is fit): the tiny
+model's vision warm-up, SFT and GRPO are ``erv_lab.train``; random-weight stand-ins shaped like the Hub models are ``erv_lab.standins``.
 """
 from __future__ import annotations
 

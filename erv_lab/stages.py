@@ -3,9 +3,11 @@ SFT -> GRPO arms -> evaluation.
 
 Every ``ensure_*`` here follows one rule (``erv_lab.reuse``): the artefact's folder holds ``settings.json``,
 the settings it was made with; it is reused only when they equal this config's, and otherwise moved aside to
-``<folder>.stale`` with a warning naming the changed fields, then made again. The work itself is the
-subject's (``data.build_dataset``, ``verifier.train_verifier``, ``judges.train_minilm_judge``,
-``train.train_sft`` / ``train_grpo``), and none of those reuses, trains or evaluates anything as a side
+``<folder>.stale`` with a warning naming the changed fields, then made again (``results.json``, a single file,
+keeps its settings inside and is evaluated again with a warning). The work itself is the subject's
+(``data.build_dataset``, ``verifier.train_verifier``, ``judges.train_minilm_judge``, ``train.train_sft`` /
+``train_grpo``): those make what they are asked for -- resuming from their own checkpoints and caches -- and
+none of them decides whether a finished artefact is reused, or trains or evaluates another stage as a side
 effect; ``erv_lab.evaluate`` is a pure scorer of decodes. ``erv_lab.arms`` runs the two GRPO arms side by side.
 
     erv-lab evaluate --preset cpu-tiny          # -> runs/cpu-tiny/results.json, results.md
@@ -54,13 +56,29 @@ def ensure_dataset(cfg, run_dir: str | Path, verbose: bool = True) -> dict:
 
     out = Path(run_dir) / DATASET_DIR
     settings = dataset_settings(cfg)
+    if not _is_main():  # several processes (accelerate launch): rank 0 builds, the others wait and load
+        _wait_for(out, settings)
+        return {s: load_from_disk(str(out / s)) for s in ("train", "test")}
     if reuse.check(out, settings, artefacts=("done",), what="building the dataset again") and (out / "done").exists():
         return {s: load_from_disk(str(out / s)) for s in ("train", "test")}  # no generator, no video decoder
+    old = [p.parent.name for p in out.glob("*/done")] if out.is_dir() else []
+    if old:  # erv-lab before 0.1's one reuse rule kept one folder per settings hash
+        warnings.warn(f"{out} holds datasets of an older erv-lab ({', '.join(old)}): no longer read; delete them "
+                      "to free the space", stacklevel=2)
     out.mkdir(parents=True, exist_ok=True)
     splits = build_dataset(cfg, Path(run_dir) / "data", out, verbose)
     reuse.record(out, settings)
     (out / "done").write_text("ok")
     return splits
+
+
+def _wait_for(out: Path, settings: dict, timeout_s: float = 3600.0, poll_s: float = 2.0) -> None:
+    """Block until rank 0 has finished ``out`` with ``settings`` (its ``done`` file and ``settings.json``)."""
+    t0 = time.monotonic()
+    while not ((out / "done").exists() and reuse.matches(out, settings)):
+        if time.monotonic() - t0 > timeout_s:
+            raise TimeoutError(f"{out}: rank 0 did not finish the dataset within {timeout_s:.0f} s")
+        time.sleep(poll_s)
 
 
 # ============================================================================ verifier
@@ -91,6 +109,12 @@ def ensure_verifier(cfg, run_dir: str | Path, progress: bool | None = True):
     V.log_scalars(out / "runs", "verifier", model.info, cfg.report_to)
     model.path = str(out)
     return model
+
+
+def reading_settings(cfg) -> dict:
+    """The verifier *as the reward reads it*: :func:`verifier_settings` plus tau and top-k (what a GRPO arm
+    trained against and what the evaluation's reward columns were computed with)."""
+    return {**verifier_settings(cfg), "threshold": cfg.verifier.threshold, "top_k": cfg.verifier.top_k}
 
 
 # ============================================================================ judges
@@ -145,8 +169,9 @@ def evaluation_judges(cfg, run_dir: str | Path, verifier: Any = None, progress: 
 def stage_settings(cfg, stage: str, arm: str | None = None) -> dict:
     """The settings a training stage's result depends on: SFT on data + policy + sft (+ the effective seed;
     logging does not change the model), a GRPO arm on the SFT settings + grpo (but logging/saving intervals)
-    + reward + the arm. Saved as ``settings.json`` beside the stage's output."""
-    from erv_lab.train import sft_seed
+    + reward + the arm, and, when a reward reads the verifier, the verifier's settings with the tau and top-k
+    the reward reads it at. Saved as ``settings.json`` beside the stage's output."""
+    from erv_lab.train import needs_verifier, sft_seed
 
     sft = {"data": dataclasses.asdict(cfg.data), "policy": dataclasses.asdict(cfg.policy),
            "sft": {k: v for k, v in dataclasses.asdict(cfg.sft).items() if k not in ("seed", "logging_steps")},
@@ -155,7 +180,9 @@ def stage_settings(cfg, stage: str, arm: str | None = None) -> dict:
         return _settings(sft)
     grpo = {k: v for k, v in dataclasses.asdict(cfg.grpo).items()
             if k not in ("logging_steps", "save_steps", "degenerate_lesson")}
-    return _settings({"sft": sft, "grpo": grpo, "reward": dataclasses.asdict(cfg.reward), "arm": arm})
+    verifier = reading_settings(cfg) if needs_verifier(cfg) else None
+    return _settings({"sft": sft, "grpo": grpo, "reward": dataclasses.asdict(cfg.reward), "arm": arm,
+                      "verifier": verifier})
 
 
 def finished(out: Path, settings: dict) -> bool:
@@ -212,6 +239,7 @@ def ensure_grpo(cfg, run_dir: str | Path, arm: str, dataset=None, reward_funcs: 
                 name: str | None = None) -> Path:
     """GRPO from the SFT model for one arm -> ``run_dir/<arm>/final`` (``train.train_grpo``), reused while
     ``stage_settings(cfg, "grpo", arm)`` match; trains the SFT model and the verifier first when missing."""
+    from erv_lab import policy as P
     from erv_lab import train as T
 
     out = Path(run_dir) / (name or arm)
@@ -219,6 +247,7 @@ def ensure_grpo(cfg, run_dir: str | Path, arm: str, dataset=None, reward_funcs: 
     if finished(out, settings) and not force:
         return out / "final"
     claim_stage(out, settings)
+    P.seed_everything(cfg.grpo.seed)  # before anything else this call may build (SFT, verifier, the model)
     sft = ensure_sft(cfg, run_dir, dataset=dataset)
     splits = dataset or ensure_dataset(cfg, run_dir)
     if reward_funcs is None:
@@ -298,7 +327,7 @@ def ensure_results(cfg, run_dir: str | Path, force: bool = False, dataset=None) 
             "erv": ensure_grpo(cfg, run_dir, "erv", dataset=dataset)}
     settings = _settings({
         "models": {arm: model_fingerprint(d) for arm, d in dirs.items()}, "eval": dataclasses.asdict(cfg.eval),
-        "judge": cfg.verifier.judge, "verifier": verifier_settings(cfg), "fold": cfg.data.fold,
+        "judge": cfg.verifier.judge, "verifier": reading_settings(cfg), "fold": cfg.data.fold,
         "source": cfg.data.source})
     path = run_dir / "results.json"
     if path.exists() and not force:

@@ -311,14 +311,13 @@ def grpo_args(cfg, out: Path, **overrides):
 def train_grpo(cfg, out: Path, sft: Path, train_ds, funcs: Sequence, weights: Sequence[float], arm: str,
                callbacks: Sequence = (), on_log: Callable | None = None) -> Path:
     """GRPO from the SFT model ``sft`` for one arm -> ``out/final``; resumes from the last checkpoint in
-    ``out``. Reuse is decided by ``erv_lab.stages.ensure_grpo``.
+    ``out``. Reuse and seeding are ``erv_lab.stages.ensure_grpo``'s.
 
     Objective (per prompt, G samples, advantage A_i = (r_i - mean r) / (std r + eps)):
     maximise mean_t min(rho_t A_i, clip(rho_t, 1-eps, 1+eps) A_i) - beta KL(pi || pi_SFT).
     The reference pi_SFT is the SFT model itself (full FT, rebuilt by TRL from its saved path); for QLoRA,
     whose SFT adapter GRPO continues, TRL 1.16 keeps a frozen copy of that adapter as the reference.
     """
-    P.seed_everything(cfg.grpo.seed)
     processor = P.load_processor(sft)
     model = _trainable_policy(sft, cfg)  # from a saved path: TRL rebuilds the beta>0 reference from it
     args = grpo_args(cfg, out, reward_weights=list(weights))

@@ -168,6 +168,24 @@ def test_ensure_dataset_schema_and_reuse(tmp_path, monkeypatch):
     monkeypatch.setattr(D, "decode_clip", lambda p: (_ for _ in ()).throw(AssertionError("decoded again")))
     again = S.ensure_dataset(cfg, tmp_path, verbose=False)
     assert again["test"]["clip_id"] == out["test"]["clip_id"]
+    monkeypatch.setenv("RANK", "1")  # another process of a launch: waits for rank 0's folder, then loads it
+    assert S.ensure_dataset(cfg, tmp_path, verbose=False)["test"]["clip_id"] == out["test"]["clip_id"]
+
+
+def test_a_dataset_made_with_other_settings_is_moved_aside(tmp_path):
+    from erv_lab.config import load_config
+
+    S.ensure_dataset(load_config("smoke"), tmp_path, verbose=False)
+    (tmp_path / "data" / "hf" / "0123abcd").mkdir()
+    (tmp_path / "data" / "hf" / "0123abcd" / "done").write_text("ok")  # an older erv-lab's hash-keyed folder
+    with pytest.warns(UserWarning, match="not reused: settings changed: .*fold: 5 -> 4"):
+        out = S.ensure_dataset(load_config("smoke", ["data.fold=4"]), tmp_path, verbose=False)
+    assert (tmp_path / "data" / "hf.stale" / "0123abcd").is_dir() and out["test"][0]["fold"] == 4
+
+
+def test_other_processes_wait_for_the_dataset_and_give_up_with_a_clear_error(tmp_path):
+    with pytest.raises(TimeoutError, match="rank 0 did not finish"):
+        S._wait_for(tmp_path / "hf", {"a": 1}, timeout_s=0.2, poll_s=0.05)
 
 
 @pytest.mark.parametrize("layout", ["dfew", "mafw"])
@@ -361,3 +379,14 @@ def test_a_folder_csvs_own_split_column_wins_over_the_hash_split(tmp_path):
     test = L.list_records("folder", tmp_path, 5, "test", L.SkipReport(), labels=["happy", "sad"])
     assert sorted(r["clip_id"] for r in train) == [n[:-4] for n in names[:8]]  # none silently dropped
     assert sorted(r["clip_id"] for r in test) == ["clip8", "clip9"] and "split_given" not in train[0]
+
+
+def test_an_older_hash_keyed_dataset_folder_is_reported_not_read(tmp_path):
+    from erv_lab.config import load_config
+
+    old = tmp_path / "data" / "hf" / "0123abcd"
+    old.mkdir(parents=True)
+    (old / "done").write_text("ok")
+    with pytest.warns(UserWarning, match="older erv-lab .*0123abcd"):
+        S.ensure_dataset(load_config("smoke"), tmp_path, verbose=False)
+    assert (tmp_path / "data" / "hf" / "done").exists()

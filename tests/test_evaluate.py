@@ -326,3 +326,7 @@ def test_results_are_reused_only_for_the_same_models_and_settings(tmp_path, cfg,
     with pytest.warns(UserWarning, match="other models or settings"):
         S.ensure_results(cfg, tmp_path)
     assert len(made) == 9
+    cfg.verifier.threshold = 0.3  # the reward columns are computed at tau: another reading of the verifier
+    with pytest.warns(UserWarning, match="other models or settings"):
+        S.ensure_results(cfg, tmp_path)
+    assert len(made) == 12

@@ -252,6 +252,15 @@ def test_sft_refuses_clips_without_rationales(make_clips, tmp_path):
     assert not (tmp_path / "sft").exists()  # refused before anything was written
 
 
+def test_grpo_settings_include_the_verifier_as_the_reward_reads_it():
+    base = S.stage_settings(smoke_cfg(), "grpo", "erv")
+    tau = load_config("smoke", ["verifier.threshold=0.3"])
+    assert S.stage_settings(tau, "grpo", "erv") != base  # the arms trained against another reward
+    assert S.stage_settings(tau, "sft") == S.stage_settings(smoke_cfg(), "sft")  # SFT never reads the verifier
+    plain = load_config("smoke", ["reward.rewards=[format, accuracy]", "reward.weights=[1, 1]"])
+    assert S.stage_settings(plain, "grpo", "erv")["verifier"] is None  # no reward reads it
+
+
 def test_sft_has_its_own_seed_and_logging_steps(tmp_path):
     cfg = smoke_cfg()
     assert T.sft_seed(cfg) == cfg.grpo.seed and T.sft_args(cfg, tmp_path).logging_steps == 1
