@@ -36,10 +36,10 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 course: $(STAMP)
 	$(BIN)/erv-lab course --preset $(PRESET) $(SET)
 
-# The browser test drives Debian's Chromium (apt: only here and in .ci/run). Without root it is not installed,
-# and the test is skipped, except under CI (CI=1), where it fails.
+# The browser test drives Debian's Chromium (the only apt use), or the one at $$ERV_LAB_CHROMIUM. Without root it
+# is not installed, and the test is skipped, except under CI (CI=1), where it fails.
 browser:
-	@if [ -x /usr/bin/chromium ]; then :; \
+	@if [ -x "$${ERV_LAB_CHROMIUM:-/usr/bin/chromium}" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 			|| echo "note: apt could not install chromium; the browser test will skip (or fail under CI=1)"; \

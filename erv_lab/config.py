@@ -204,8 +204,10 @@ class Config:
             problems.append(f"policy.kind must be tiny-llava|hub, got {self.policy.kind!r}")
         if self.policy.kind == "hub" and not self.policy.model_name:
             problems.append("policy.kind=hub needs policy.model_name (a Hub id or a local folder)")
-        if self.verifier.kind not in ("tfidf", "roberta", "minilm"):
-            problems.append(f"verifier.kind must be tfidf|roberta|minilm, got {self.verifier.kind!r}")
+        from erv_lab.verifier import TRAINABLE  # light: numpy + labels
+
+        if self.verifier.kind not in TRAINABLE:
+            problems.append(f"verifier.kind must be {'|'.join(TRAINABLE)}, got {self.verifier.kind!r}")
         if self.policy.audio not in ("spectrogram", "prosody", "none"):
             problems.append(f"policy.audio must be spectrogram|prosody|none, got {self.policy.audio!r}")
         if len(self.reward.rewards) != len(self.reward.weights):

@@ -66,6 +66,11 @@ def silent_track(path: str | Path) -> np.ndarray:
     return np.zeros(int(round((seconds if seconds > 0.1 else 1.0) * SR)), np.float32)
 
 
+def frames_to_cache(num_frames: int) -> int:
+    """Frames cached per clip for ``num_frames`` sampled ones: enough for a random frame per segment in training."""
+    return max(16, 2 * num_frames)
+
+
 def prepare_clip(rec: dict, cache_dir: str | Path, image_size: int = 32, cache_frames: int = 16,
                  face_crop: bool = False, missing_audio: str = "skip") -> dict:
     """Decode one clip once and cache ``cache_frames`` uniformly spaced frames at ``image_size`` px (after an
@@ -151,7 +156,7 @@ def build_rows(records: list[dict], cache_dir: str | Path, split: str, num_frame
     rows = []
     for i, rec in enumerate(tqdm(records, desc=f"clips ({split})", disable=not progress, leave=False)):
         try:
-            clip = prepare_clip(rec, cache_dir, image_size, max(16, 2 * num_frames), face_crop, missing_audio)
+            clip = prepare_clip(rec, cache_dir, image_size, frames_to_cache(num_frames), face_crop, missing_audio)
         except DecodeError as exc:
             report.skip(exc.reason, rec["clip_id"])
             continue
@@ -204,6 +209,12 @@ def write_jsonl(records: list[dict], out: str | Path, meta: dict | None = None) 
 DATASET_DIR = "data/hf"  # the finished splits, under a run folder (erv_lab.stages.ensure_dataset)
 
 
+def label_space(source: str, layout: str) -> str:
+    """The label list (``dfew`` / ``mafw``) a source's clips are read in: its own for DFEW and MAFW, the
+    layout's for synthetic clips and folder data."""
+    return source if source in ("dfew", "mafw") else layout
+
+
 def data_sources(cfg) -> list[tuple[str, Path | None]]:
     """``[(source, root)]`` of ``cfg.data``: one pair, or one per dataset when ``source`` is a list (the paper
     trains on MAFW and DFEW together). Synthetic: ``("synthetic", None)``."""
@@ -240,7 +251,7 @@ def build_dataset(cfg, data_dir: str | Path, out: str | Path, verbose: bool = Tr
         rows = []
         for source, root, meta in pairs:
             report = SkipReport()
-            labels = list(vocabulary(source if source in ("dfew", "mafw") else d.layout))
+            labels = list(vocabulary(label_space(source, d.layout)))
             recs = list_records(source, root, d.fold, split, report, labels=labels)
             rows += build_rows(recs, data_dir / "cache", split, d.num_frames, cfg.policy.image_size, d.face_crop,
                                d.seed, meta, report, progress=verbose)
@@ -270,7 +281,7 @@ def export_jsonl(cfg, run_dir: str | Path, split: str = "train") -> Path:
     for source, root in data_sources(cfg):
         if source == "synthetic":
             root, source = Path(run_dir) / "data" / f"synthetic_{d.layout}", d.layout
-        labels = list(vocabulary(source if source in ("dfew", "mafw") else d.layout))
+        labels = list(vocabulary(label_space(source, d.layout)))
         recs = list_records(source, root, d.fold, split, SkipReport(), labels=labels)
         part = out.with_name(f"{split}_{source}.jsonl")
         write_jsonl(recs, part, read_meta(root))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
-from erv_lab.labels import GOEMOTIONS, split_sentences, to_goemotions, vocabulary
+from erv_lab.labels import from_goemotions, split_sentences
 from erv_lab.rewards import EMOTION_WORDS  # one list, shared with the anti-stuffing guard
 from erv_lab.rewards import ExplanationReward, parse_completion, stuffing_reason
 
@@ -168,14 +168,6 @@ def diagnostics_table(records: Sequence[dict], results: dict, histories: dict[st
     return out
 
 
-def _dataset_label(goemotion: str, dataset: str) -> str | None:
-    """The dataset label whose GoEmotions proxy is ``goemotion`` (``joy`` -> ``happy`` for DFEW)."""
-    for label in vocabulary(dataset):
-        if GOEMOTIONS[to_goemotions(label, dataset)] == goemotion:
-            return label
-    return None
-
-
 def probe_table(verifier: Any, cfg, probes: Sequence[tuple] | None = None, dataset: str = "dfew") -> list[dict]:
     """The verifier's gaming probes (``erv_lab.validation.PROBES``: name, sentences, GoEmotions target,
     should-credit) scored by the *reward*: the paper's explanation reward and the same with the anti-stuffing
@@ -185,7 +177,7 @@ def probe_table(verifier: Any, cfg, probes: Sequence[tuple] | None = None, datas
         from erv_lab.validation import PROBES as probes
     rows = []
     for name, sents, target, should in probes:
-        y = _dataset_label(target, dataset)
+        y = from_goemotions(target, dataset)
         if y is None:
             continue
         comp = [f"<think>{' '.join(sents)}</think>\n<answer>{y}</answer>"]

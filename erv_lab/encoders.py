@@ -7,6 +7,7 @@ not import the judges (data flows verifier -> judges), and neither module carrie
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Sequence
 
@@ -67,3 +68,10 @@ class MiniLMEncoder:
             Path(cache).parent.mkdir(parents=True, exist_ok=True)
             np.save(cache, arr)
         return arr
+
+
+@functools.lru_cache(maxsize=1)
+def shared_minilm() -> MiniLMEncoder:
+    """The one MiniLM of this process (loaded on first use): the judges and the ``minilm`` verifier share it
+    instead of each loading its own copy."""
+    return MiniLMEncoder()

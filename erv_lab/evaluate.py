@@ -169,20 +169,23 @@ def score_decodes(completions: Sequence[Sequence[str]], labels: Sequence[str], j
 
     Returns UAR, WAR, EEA, FCR, FCR_given_correct, EPC (fractions, pooled over seeds), the 2x2 table
     TT/TF/FT/FF and ``unparseable`` (counts over all decodes), ``n`` (clips), ``n_decodes``, ``per_seed``
-    and ``ci``: ``{metric: [low, high]}``, a 95 % percentile bootstrap over clips. ``judged[s][i]`` (the
-    judge's reading of each decode) is computed here unless given.
+    and ``ci``: ``{metric: [low, high]}``, a 95 % percentile bootstrap over clips (left out when ``n_boot`` is
+    0). ``judged[s][i]`` (the judge's reading of each decode) is computed here unless given.
     """
     S, N = len(completions), len(labels)
     if judged is None:
         judged = [judge_texts(judge, [parse_completion(c)[0] or "" for c in comps], dataset) for comps in completions]
     preds, judged, truth = _per_clip(completions, judged, labels)
     point = _pooled(_both)(preds, judged, truth, dataset=dataset)
-    ci = bootstrap_ci(_pooled(_both), preds, judged, truth, n_resamples=n_boot, seed=seed, dataset=dataset)
+    ci = bootstrap_ci(_pooled(_both), preds, judged, truth, n_resamples=n_boot, seed=seed, dataset=dataset) \
+        if n_boot else None
     per_seed = [_both([p[s] for p in preds], [j[s] for j in judged], labels, dataset) for s in range(S)]
     out = {k: point[k] for k in ("UAR", "WAR", "EEA", "FCR", "FCR_given_correct", "EPC",
                                  "TT", "TF", "FT", "FF", "unparseable", "judge_outside")}
-    out.update(n=N, n_decodes=N * S, ci={k: [ci[k]["low"], ci[k]["high"]] for k in CI_KEYS},
-               per_seed=[{k: r[k] for k in ("UAR", "WAR", "EEA", "FCR", "EPC")} for r in per_seed])
+    out.update(n=N, n_decodes=N * S)
+    if ci is not None:
+        out["ci"] = {k: [ci[k]["low"], ci[k]["high"]] for k in CI_KEYS}
+    out["per_seed"] = [{k: r[k] for k in ("UAR", "WAR", "EEA", "FCR", "EPC")} for r in per_seed]
     return _clean(out)
 
 
@@ -229,8 +232,7 @@ def mean_explanation_reward(completions: Sequence[Sequence[str]], examples: Sequ
 
 # ---------------------------------------------------------------- the whole evaluation
 def evaluate_models(generators: dict[str, tuple[GenerateFn, str]], examples: Sequence[dict], judge: Any, cfg,
-                    run_dir: str | Path, verifier: Any = None, batch_size: int | None = None,
-                    extra_judges: dict[str, Any] | None = None) -> dict:
+                    run_dir: str | Path, verifier: Any = None, extra_judges: dict[str, Any] | None = None) -> dict:
     """Decode, judge and score every model in ``generators`` (``{arm: (generate_fn, fingerprint)}``).
 
     ``judge`` (the offline judge, independent of the reward verifier) gives the headline numbers; each of
@@ -241,7 +243,6 @@ def evaluate_models(generators: dict[str, tuple[GenerateFn, str]], examples: Seq
     returns the results dict (``erv_lab.report.write_results`` adds timings and writes it).
     """
     run_dir = Path(run_dir)
-    batch_size = batch_size or cfg.eval.batch_size  # rows per generate() call: sized per preset
     dataset = examples[0].get("dataset", "dfew") if len(examples) else "dfew"
     labels = [ex["label"] for ex in examples]
     results: dict[str, Any] = {}
@@ -254,7 +255,7 @@ def evaluate_models(generators: dict[str, tuple[GenerateFn, str]], examples: Seq
             t0 = time.perf_counter()
             comps = decode_cached(gen, examples, run_dir / "eval_cache" / f"{arm}_{proto.name}.jsonl",
                                   temperature=proto.temperature, top_p=proto.top_p, seeds=proto.seeds,
-                                  max_new_tokens=cfg.eval.max_new_tokens, fingerprint=fp, batch_size=batch_size,
+                                  max_new_tokens=cfg.eval.max_new_tokens, fingerprint=fp, batch_size=cfg.eval.batch_size,
                                   desc=f"{arm} {proto.name}")
             t1 = time.perf_counter()
             judged = [judge_texts(judge, [parse_completion(c)[0] or "" for c in cs], dataset) for cs in comps]
@@ -266,8 +267,8 @@ def evaluate_models(generators: dict[str, tuple[GenerateFn, str]], examples: Seq
             readings = {head: judged}
             for name, other in (extra_judges or {}).items():
                 readings[name] = [judge_texts(other, [parse_completion(c)[0] or "" for c in cs], dataset) for cs in comps]
-                scores.setdefault("judges", {})[name] = score_decodes(comps, labels, other, dataset, cfg.eval.bootstrap,
-                                                                      cfg.data.seed, readings[name])
+                scores.setdefault("judges", {})[name] = score_decodes(  # point values: the report reads no interval
+                    comps, labels, other, dataset, 0, cfg.data.seed, readings[name])
             names = list(readings)
             scores["kappa"] = {f"{a} vs {b}": _agreement(readings[a], readings[b], dataset)
                                for i, a in enumerate(names) for b in names[i + 1:]}

@@ -106,8 +106,9 @@ def explain_config(run_dir: str | Path, preset: str | None = None, overrides: Se
 def label_space(cfg) -> str:
     """The label list (``dfew`` / ``mafw``) answers are read in: the (first) data source's, the synthetic
     layout's for synthetic or folder data."""
-    source = cfg.data.source[0] if isinstance(cfg.data.source, list) else cfg.data.source
-    return source if source in ("dfew", "mafw") else cfg.data.layout
+    from erv_lab.data import label_space as space
+
+    return space(cfg.data.source[0] if isinstance(cfg.data.source, list) else cfg.data.source, cfg.data.layout)
 
 
 # ---------------------------------------------------------------- the clip
@@ -157,7 +158,7 @@ def clip_example(path: str | Path, cfg, cache_dir: str | Path) -> tuple[dict, di
            "fold": 0}
     n = cfg.data.num_frames
     try:
-        clip = D.prepare_clip(rec, cache_dir, cfg.policy.image_size, max(16, 2 * n), cfg.data.face_crop,
+        clip = D.prepare_clip(rec, cache_dir, cfg.policy.image_size, D.frames_to_cache(n), cfg.data.face_crop,
                               missing_audio="silence")
     except D.DecodeError as exc:
         raise ExplainError(f"{path}: cannot read it as a video, a folder of frames or an image "
@@ -220,7 +221,7 @@ def run_judge(cfg, run_dir: Path):
     try:
         return judges.headline_judge(cfg, run_dir)
     except KeyError as exc:  # llm / hf judges read their endpoint and model from the environment
-        raise ExplainError(f"judge {cfg.verifier.judge!r} needs the environment variable {exc}") from None
+        raise ExplainError(exc.args[0]) from None
 
 
 def caveat(cfg, models: dict[str, Path]) -> str:

@@ -16,10 +16,11 @@ from functools import lru_cache
 from typing import Any, Sequence
 
 from erv_lab.labels import split_sentences
-from erv_lab.rationales import AUDIO_PHRASES, VISUAL_PHRASES
+from erv_lab.rationales import AUDIO_PHRASES, PEOPLE, VISUAL_PHRASES
 
-_POSSESSIVE = r"(?:her|his|their|the speaker's|the person's)"
-_SUBJECT = r"(?:she|he|they|the speaker|the person)"
+# The template's people, plus "they"/"their", which a policy may write of its own.
+_SUBJECT = "(?:" + "|".join(re.escape(s) for s, _ in PEOPLE + (("they", "their"),)) + ")"
+_POSSESSIVE = "(?:" + "|".join(re.escape(p) for _, p in PEOPLE + (("they", "their"),)) + ")"
 
 
 @lru_cache(maxsize=1)

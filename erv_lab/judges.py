@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from erv_lab.labels import VOCABULARIES, normalize_label, to_goemotions
+from erv_lab.labels import VOCABULARIES, from_goemotions, normalize_label, to_goemotions
 
 PROMPT = ("Read the reasoning content and respond with the appropriate emotion in {labels}. "
           "Reply with only the emotion word.\nReason: {reason}\nAnswer Emotion:")
@@ -185,29 +185,6 @@ class HFJudge(_Judge):
         return [self._map(r, labels) for r in self.replies(reasons, labels)]
 
 
-# =========================================================================== offline classifier judge
-class ClassifierJudge(_Judge):
-    """Any ``predict_proba`` text scorer as a judge: embed the whole rationale, keep the GoEmotions columns
-    of the dataset's labels (``labels.to_goemotions``), answer the most probable one. Over the MiniLM
-    classifier trained like the reward it is ``minilm-sibling``; over the verifier, ``verifier-reading``:
-    readings that share the reward's training, reported beside the headline, never as it."""
-
-    name = "classifier"
-
-    def __init__(self, scorer: Any):
-        super().__init__()
-        self.scorer = scorer
-
-    def judge(self, reasons: Sequence[str], labels: Sequence[str]) -> list[str]:
-        ds = dataset_of(labels)
-        cols = [to_goemotions(label, ds) for label in labels]
-        P = self.scorer.predict_proba([r or "" for r in reasons])[:, cols]  # (N, len(labels))
-        out = []
-        for r, p in zip(reasons, P):
-            out.append(self._map(labels[int(np.argmax(p))] if r else None, labels))
-        return out
-
-
 class _ScoringJudge(_Judge):
     """A judge that scores every label (``scores(reasons, labels) -> (N, len(labels))``) and answers the best;
     an empty rationale is a failure (neutral)."""
@@ -217,6 +194,23 @@ class _ScoringJudge(_Judge):
             return []
         S = self.scores(reasons, labels)
         return [self._map(labels[int(np.argmax(s))] if r else None, labels) for r, s in zip(reasons, S)]
+
+
+# =========================================================================== offline classifier judge
+class ClassifierJudge(_ScoringJudge):
+    """Any ``predict_proba`` text scorer as a judge: embed the whole rationale, keep the GoEmotions columns
+    of the dataset's labels (``labels.to_goemotions``), answer the most probable one. Over the MiniLM
+    classifier trained like the reward it is ``minilm-sibling``; over the verifier, ``verifier-reading``:
+    readings that share the reward's training, reported beside the headline, never as it."""
+
+    def __init__(self, scorer: Any, name: str = "classifier"):
+        super().__init__()
+        self.scorer, self.name = scorer, name
+
+    def scores(self, reasons: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+        ds = dataset_of(labels)
+        cols = [to_goemotions(label, ds) for label in labels]
+        return self.scorer.predict_proba([r or "" for r in reasons])[:, cols]  # (N, len(labels))
 
 
 # =========================================================================== zero-shot embedding judge
@@ -240,9 +234,9 @@ class PrototypeJudge(_ScoringJudge):
     @property
     def encoder(self):
         if self._encoder is None:
-            from erv_lab.encoders import MiniLMEncoder
+            from erv_lab.encoders import shared_minilm
 
-            self._encoder = MiniLMEncoder()
+            self._encoder = shared_minilm()
         return self._encoder
 
     def prototypes(self, labels: Sequence[str]) -> np.ndarray:
@@ -321,14 +315,14 @@ def train_minilm_judge(cfg, run_dir: str | Path, n_goemotions: int | None = None
     or 200 when ``verifier.max_train`` is set (smoke): MiniLM encodes ~200 sentences/s on 2 cores) plus the
     rationale-train sentences (at most as many as GoEmotions rows in smoke). Embeddings are cached in
     ``run_dir/data/cache``."""
-    from erv_lab.encoders import MiniLMEncoder
+    from erv_lab.encoders import shared_minilm
     from erv_lab.verifier import MiniLMClassifier, rationale_rows_for, training_set
 
     n = n_goemotions or (min(200, cfg.verifier.max_train) if cfg.verifier.max_train else 1500)
     rows = rationale_rows_for(cfg)[0]
     rows = rows[:n] if cfg.verifier.max_train else rows
     texts, Y, w = training_set(n, rows, seed=cfg.data.seed + 1)
-    enc = MiniLMEncoder()
+    enc = shared_minilm()
     t0 = time.perf_counter()
     cache = Path(run_dir) / "data" / "cache" / f"minilm_train_{n}_{len(rows)}_{cfg.data.seed}.npy"
     E = enc.encode(texts, progress=progress, cache=cache)
@@ -337,7 +331,7 @@ def train_minilm_judge(cfg, run_dir: str | Path, n_goemotions: int | None = None
     return model
 
 
-def headline_judge(cfg, run_dir: str | Path, progress: bool | None = None):
+def headline_judge(cfg, run_dir: str | Path):
     """The headline judge of ``cfg.verifier.judge``, independent of the reward by construction:
     ``zeroshot`` (offline default: :class:`PrototypeJudge`, fit on nothing), ``llm`` (the paper's prompt on an
     OpenAI-compatible endpoint: env ERV_JUDGE_BASE_URL, ERV_JUDGE_MODEL, key in ERV_JUDGE_API_KEY_ENV or
@@ -345,14 +339,20 @@ def headline_judge(cfg, run_dir: str | Path, progress: bool | None = None):
     id). Nothing is trained or saved, so there is nothing to reuse. The sibling judge
     (``erv_lab.stages.ensure_sibling_judge``) is refused here: it shares its training with the reward."""
     kind = cfg.verifier.judge
+
+    def env(name: str) -> str:
+        if not os.environ.get(name):
+            raise KeyError(f"verifier.judge={kind} needs the environment variable {name}")
+        return os.environ[name]
+
     if kind == "zeroshot":
         return PrototypeJudge()
     if kind == "llm":
-        return LLMJudge(os.environ["ERV_JUDGE_BASE_URL"], os.environ["ERV_JUDGE_MODEL"],
+        return LLMJudge(env("ERV_JUDGE_BASE_URL"), env("ERV_JUDGE_MODEL"),
                         os.environ.get("ERV_JUDGE_API_KEY_ENV", "OPENAI_API_KEY"),
                         cache_dir=Path(run_dir) / "judge_llm_cache")
     if kind == "hf":
-        return HFJudge(os.environ["ERV_JUDGE_MODEL"])
+        return HFJudge(env("ERV_JUDGE_MODEL"))
     raise ValueError(f"unknown verifier.judge {kind!r}; valid: zeroshot, llm, hf (the minilm-sibling judge "
                      "shares its training with the reward and is reported beside the headline only)")
 
@@ -363,11 +363,8 @@ def goemotions_validation_rows(dataset: str = "dfew", per_class: int = 60, seed:
     Text no judge and no verifier was fit on, and not the project's."""
     from erv_lab.goemotions import read_split
 
-    vocab = VOCABULARIES[dataset]
-    ids = [to_goemotions(lab, dataset) for lab in vocab]
-    inverse = {i: lab for i, lab in zip(ids, vocab) if ids.count(i) == 1}  # a shared GoEmotions label is ambiguous
-    rows = [{"text": text, "label": inverse[ids[0]]} for text, ids, _ in read_split("test")
-            if len(ids) == 1 and ids[0] in inverse]
+    rows = [{"text": text, "label": from_goemotions(ids[0], dataset)} for text, ids, _ in read_split("test")
+            if len(ids) == 1 and from_goemotions(ids[0], dataset) is not None]
     rng = random.Random(seed)
     rng.shuffle(rows)
     out, seen = [], {}

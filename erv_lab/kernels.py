@@ -63,13 +63,16 @@ def sdpa_repeat_kv(module, query, key, value, attention_mask, **kwargs):
     With no attention mask, transformers passes GQA to SDPA as ``enable_gqa=True``; the flash kernel takes it,
     but a T4 (sm75) has no flash SDPA and its memory-efficient kernel has no GQA, so SDPA falls back to the math
     kernel, which materialises the (L x L) scores: about 20 GB per tensor for 8 rollouts of 6,650 tokens in fp32.
-    Repeating the KV heads costs (groups - 1) x the KV activations of one layer at a time. Registered with
-    transformers as ``attn_implementation="sdpa_repeat_kv"`` (``policy.attn_implementation``)."""
-    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+    Repeating the KV heads costs (groups - 1) x the KV activations of one layer at a time, so it is done only
+    where transformers would pass ``enable_gqa`` (its own ``use_gqa_in_sdpa``); with a mask it already repeats
+    the heads itself, or packs them into the query for a one-token decode step, and is left to do so.
+    Registered with transformers as ``attn_implementation="sdpa_repeat_kv"`` (``policy.attn_implementation``)."""
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward, use_gqa_in_sdpa
 
     groups = getattr(module, "num_key_value_groups", 1)
-    if groups > 1:
-        key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    if groups == 1 or not use_gqa_in_sdpa(attention_mask, key, value):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     return sdpa_attention_forward(_OneGroup(module), query, key, value, attention_mask, **kwargs)
 
 

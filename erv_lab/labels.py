@@ -87,6 +87,17 @@ def to_goemotions(label: str, dataset: str | None = "dfew") -> int:
     return _GOEMOTIONS_INDEX[_CANON[norm]]
 
 
+def from_goemotions(goemotion: int | str, dataset: str | None = "dfew") -> str | None:
+    """The ``dataset`` label the paper maps onto GoEmotions label ``goemotion`` (index or name), e.g. ``joy`` ->
+    ``happy`` for DFEW, ``happiness`` for MAFW; ``None`` when no label of that dataset maps there.
+
+    >>> from_goemotions("joy"), from_goemotions(17, "mafw"), from_goemotions("love")
+    ('happy', 'happiness', None)
+    """
+    k = GOEMOTIONS.index(goemotion) if isinstance(goemotion, str) else int(goemotion)
+    return next((lab for lab in vocabulary(dataset) if to_goemotions(lab, dataset) == k), None)
+
+
 def _split_points(text: str) -> Iterable[int]:
     in_quote = False
     for i, ch in enumerate(text):

@@ -173,9 +173,7 @@ def convention_problems(path: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["links"]:
-        from erv_lab.paths import notebook_dir
-
-        for path in sync_links([Path(a) for a in argv[1:]] or numbered_notebooks(notebook_dir())):
+        for path in sync_links([Path(a) for a in argv[1:]] or numbered_notebooks()):
             print(f"updated badge + install cell: {path}")
         return 0
     if not argv or argv[0] != "strip":

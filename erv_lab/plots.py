@@ -165,9 +165,9 @@ def sentence_scores(detail: dict, threshold: float, title: str = ""):
     return fig
 
 
-def probe_rewards(rows: Sequence[dict], columns: Sequence[str] = ("R (paper)", "R (guard)")):
-    """What the explanation reward pays each gaming probe, with and without the anti-stuffing guard
-    (rows ``{"probe", "should pay", <column>: R}``); probes that should not pay are marked with an asterisk."""
+def probe_rewards(rows: Sequence[dict], columns: Sequence[str] = ("reward_paper", "reward_guarded")):
+    """What the explanation reward pays each gaming probe, with and without the anti-stuffing guard (the rows
+    of ``erv_lab.diagnostics.probe_table``); probes that should not be credited are marked with an asterisk."""
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -176,7 +176,7 @@ def probe_rewards(rows: Sequence[dict], columns: Sequence[str] = ("R (paper)", "
     h = 0.8 / len(columns)
     for i, col in enumerate(columns):
         ax.barh(y - i * h, [r[col] for r in rows], h, label=col)
-    ax.set_yticks(y - h * (len(columns) - 1) / 2, [r["probe"] + ("" if r["should pay"] else " *") for r in rows],
+    ax.set_yticks(y - h * (len(columns) - 1) / 2, [r["probe"] + ("" if r["should_credit"] else " *") for r in rows],
                   fontsize=8)
     ax.set_xlim(0, 1.05)
     ax.set_xlabel("explanation reward R")
@@ -245,6 +245,17 @@ def reward_curves(run_dir: str | Path, arms=("baseline", "erv")):
 
 
 # ---------------------------------------------------------------- evaluation (notebook 06)
+def grounding_bars(frame):
+    """Coherent (EEA) vs grounded per model, from ``erv_lab.report.grounding_frame`` (``None`` when it is empty:
+    real clips carry no cue list)."""
+    if frame.empty:
+        return None
+    ax = frame[["EEA", "EEA_grounded", "grounded_cue_rate"]].astype(float).plot.bar(figsize=(7, 3), rot=0)
+    ax.set(ylim=(0, 1), title="coherent (EEA) vs grounded, per model")
+    ax.figure.tight_layout()
+    return ax.figure
+
+
 def consistency_bars(results: dict, protocol: str = "sample", metrics=("EEA", "FCR", "EPC", "UAR")):
     """Bar chart of EEA / FCR / EPC / UAR per arm with 95 % intervals as error bars (``results.json``)."""
     import matplotlib.pyplot as plt

@@ -188,13 +188,13 @@ def with_lora(model, pcfg):
     return get_peft_model(model, lora_config(pcfg))
 
 
-def continue_adapter(path: str | Path, pcfg):
-    """A saved LoRA/QLoRA adapter on its (re-loaded, 4-bit when ``pcfg.load_in_4bit``) base, trainable: GRPO
-    continues the SFT adapter instead of merging it into a full-precision copy and re-quantising."""
+def continue_adapter(path: str | Path, pcfg, trainable: bool = True):
+    """A saved LoRA/QLoRA adapter on its (re-loaded, 4-bit when ``pcfg.load_in_4bit``) base; trainable by
+    default: GRPO continues the SFT adapter instead of merging it into a full-precision copy and re-quantising."""
     from peft import PeftModel
 
     base = json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
-    return PeftModel.from_pretrained(load_base(base, pcfg), str(path), is_trainable=True)
+    return PeftModel.from_pretrained(load_base(base, pcfg), str(path), is_trainable=trainable)
 
 
 def hub_processor(name: str):
@@ -245,13 +245,8 @@ def load_policy(path: str | Path, pcfg=None):
     A folder holding a PEFT adapter (``adapter_config.json``) is loaded on top of its base model.
     """
     path = Path(path)
-    if (path / "adapter_config.json").exists():
-        from peft import PeftModel
-
-        base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
-        model = PeftModel.from_pretrained(load_base(base, pcfg), path)
-    else:
-        model = load_base(path, pcfg)
+    adapter = (path / "adapter_config.json").exists()
+    model = continue_adapter(path, pcfg, trainable=False) if adapter else load_base(path, pcfg)
     model.eval()
     return model, load_processor(path)
 

@@ -299,6 +299,15 @@ def goal_check(results: dict, protocol: str = "sample") -> dict:
     return out
 
 
+def grounding_frame(results: dict):
+    """The cue-grounding metrics per arm (synthetic clips only; headline protocol) as a DataFrame."""
+    import pandas as pd
+
+    cols = ["grounded_cue_rate", "absent_cue_sentence_share", "EEA", "EEA_grounded", "n_grounded", "n"]
+    rows = {arm: results[arm]["grounding"] for arm in ("sft", "baseline", "erv") if (results.get(arm) or {}).get("grounding")}
+    return pd.DataFrame(rows).T.reindex(columns=cols)
+
+
 def read_records(run_dir: str | Path) -> list[dict]:
     """Per-clip records written by ``erv_lab.evaluate`` (``run_dir/eval/records.json``)."""
     return json.loads((Path(run_dir) / "eval" / "records.json").read_text())

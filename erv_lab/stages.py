@@ -134,14 +134,13 @@ def ensure_sibling_judge(cfg, run_dir: str | Path, progress: bool | None = None)
     out = Path(run_dir) / "judge"
     settings = sibling_settings(cfg)
     if reuse.check(out, settings, artefacts=(CONFIG_FILE,), what="training it again") and (out / CONFIG_FILE).exists():
-        judge = ClassifierJudge(load_verifier(out))
+        judge = ClassifierJudge(load_verifier(out), name="minilm-sibling")
     else:
         model = train_minilm_judge(cfg, run_dir, progress=progress)
         model.save(out)
         reuse.record(out, settings)
         model.path = str(out)
-        judge = ClassifierJudge(model)
-    judge.name = "minilm-sibling"
+        judge = ClassifierJudge(model, name="minilm-sibling")
     return judge
 
 
@@ -152,13 +151,11 @@ def evaluation_judges(cfg, run_dir: str | Path, verifier: Any = None, progress: 
     Cohen's kappa between every pair is reported."""
     from erv_lab import judges as J
 
-    headline = J.headline_judge(cfg, run_dir, progress)
+    headline = J.headline_judge(cfg, run_dir)
     out = {getattr(headline, "name", cfg.verifier.judge): headline,
            "minilm-sibling": ensure_sibling_judge(cfg, run_dir, progress)}
     if verifier is not None:
-        reading = J.ClassifierJudge(verifier)
-        reading.name = "verifier-reading"
-        out["verifier-reading"] = reading
+        out["verifier-reading"] = J.ClassifierJudge(verifier, name="verifier-reading")
     for extra in cfg.eval.extra_judges:
         judge = {"gemma": J.GGUFJudge}[extra]()
         out[judge.name] = judge

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from erv_lab.encoders import MiniLMEncoder
+from erv_lab.encoders import MiniLMEncoder, shared_minilm
 from erv_lab.encoders import progress_bar as _bar
 from erv_lab.labels import GOEMOTIONS, label_set, split_sentences
 
@@ -171,7 +171,7 @@ class MiniLMClassifier:
     @property
     def encoder(self) -> MiniLMEncoder:
         if self._encoder is None:
-            self._encoder = MiniLMEncoder()
+            self._encoder = shared_minilm()
         return self._encoder
 
     def predict_proba(self, sentences: Sequence[str], batch_size: int = 64, progress: bool | None = None,
@@ -291,7 +291,8 @@ class TransformerVerifier:
 
 
 # =========================================================================== save / load / per-sentence labels
-KINDS = {"tfidf": TfidfVerifier, "minilm": MiniLMClassifier, "roberta": TransformerVerifier}
+KINDS = {"tfidf": TfidfVerifier, "minilm": MiniLMClassifier, "roberta": TransformerVerifier}  # what load_verifier reads
+TRAINABLE = ("tfidf", "roberta")  # what train_verifier trains (minilm is the sibling judge's, trained by the judges)
 
 
 def _write_config(path: Path, cfg: dict) -> None:
@@ -399,7 +400,7 @@ def train_verifier(cfg, progress: bool | None = True, rationale_rows: Sequence[d
         model.fit(a_texts, a_Y, 1.0, vc.learning_rate, vc.batch_size)
         model.info.update(n_rationale=len(rationale_rows))
     else:
-        raise ValueError(f"unknown verifier.kind {vc.kind!r}; valid: tfidf, roberta")
+        raise ValueError(f"unknown verifier.kind {vc.kind!r}; valid: {', '.join(TRAINABLE)}")
     model.info.update(train_seconds=round(time.perf_counter() - t0, 1), threshold=vc.threshold, top_k=vc.top_k)
     return model
 

@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.t4:
         torch.cuda.set_per_process_memory_fraction(min(1.0, 15 * 2**30 / torch.cuda.get_device_properties(0).total_memory))
         torch.backends.cuda.enable_flash_sdp(False)
+        if hasattr(torch.backends.cuda, "enable_cudnn_sdp"):  # a T4 has neither flash nor cuDNN SDPA
+            torch.backends.cuda.enable_cudnn_sdp(False)
         P.gpu_dtype = lambda: torch.float16  # what policy.gpu_dtype picks on a T4 (sm_75)
     phases: dict = {}
 
@@ -76,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     n = min(len(splits["train"]), args.sft_steps * cfg.sft.batch_size)
     small = {"train": splits["train"].select(range(n)), "test": splits["test"]}
     cfg.sft.epochs = 1
+    tokens = None
     for stage in ("sft", "grpo"):
         torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
@@ -87,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         metrics = json.loads((path / "policy.json").read_text())["metrics"]
         phases[stage] = {"peak_allocated_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
                          "peak_reserved_gb": round(torch.cuda.max_memory_reserved() / 2**30, 2),
-                         "s_per_step": metrics["seconds_per_step"], "prompt_tokens": _prompt_tokens(path, cfg, small)}
+                         "s_per_step": metrics["seconds_per_step"],
+                         "prompt_tokens": tokens or (tokens := _prompt_tokens(path, cfg, small))}  # same every phase
         print(json.dumps({"stage": stage, "preset": cfg.preset, "steps": metrics["steps_this_run"],
                           "seconds_per_step": metrics["seconds_per_step"], "peak_gpu_mb": metrics["peak_gpu_mb"],
                           "wall_s": round(time.perf_counter() - t0, 1), "G": cfg.grpo.num_generations,
@@ -104,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     phases["eval"] = {"peak_allocated_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
                       "peak_reserved_gb": round(torch.cuda.max_memory_reserved() / 2**30, 2),
                       "s_per_step": round(time.perf_counter() - t0, 2), "rows_per_step": cfg.eval.batch_size,
-                      "prompt_tokens": _prompt_tokens(path, cfg, small)}
+                      "prompt_tokens": tokens}
     print(json.dumps({"stage": "eval", **phases["eval"]}), flush=True)
     if args.write:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()

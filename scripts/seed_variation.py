@@ -74,19 +74,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="cpu-tiny")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--out", default="runs/seeds")
+    ap.add_argument("--out", default=None, help="folder of the per-seed runs (default: <runs folder>/seeds)")
     ap.add_argument("--reuse", action="append", default=[], metavar="SEED=DIR", help="a finished run folder for a seed")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--write", default=None, help="write the table as JSON here (and .md beside it)")
     args = ap.parse_args(argv)
     from erv_lab import arms, stages
     from erv_lab.config import load_config
+    from erv_lab.paths import runs_root
 
     reuse = {int(k): Path(v) for k, v in (r.split("=", 1) for r in args.reuse)}
     per_seed = {}
     for seed in args.seeds:
         cfg = load_config(args.preset, [*args.overrides, f"grpo.seed={seed}"])
-        run = reuse.get(seed, Path(args.out) / f"seed{seed}")
+        run = reuse.get(seed, Path(args.out) / f"seed{seed}" if args.out else runs_root()[0] / "seeds" / f"seed{seed}")
         print(f"seed {seed}: {run}", file=sys.stderr, flush=True)
         arms.run_arms(cfg, run)
         per_seed[seed] = stages.ensure_results(cfg, run)

@@ -81,6 +81,7 @@ def test_float_fields_accept_yaml_1_1_exponents():
     (["reward.variant=sentences"], "reward.variant"),
     (["policy.kind=hf"], "policy.kind"),
     (["verifier.kind=bert"], "verifier.kind"),
+    (["verifier.kind=minilm"], "verifier.kind must be tfidf\\|roberta"),  # loadable, but train_verifier cannot make it
     (["policy.audio=mel"], "policy.audio"),
 ])
 def test_a_misspelt_setting_fails_when_the_config_loads(override, message):

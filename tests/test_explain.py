@@ -61,7 +61,7 @@ def run(tmp_path_factory, make_clips):
 @pytest.fixture
 def judge(monkeypatch):
     fake = FakeJudge()
-    monkeypatch.setattr(judges, "headline_judge", lambda cfg, run_dir, progress=None: fake)
+    monkeypatch.setattr(judges, "headline_judge", lambda cfg, run_dir: fake)
     return fake
 
 
