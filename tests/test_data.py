@@ -369,14 +369,19 @@ def test_a_folder_csvs_own_split_column_wins_over_the_hash_split(tmp_path):
     import zlib
 
     names = [f"clip{i}.mp4" for i in range(10)]
+    hashed = lambda root: [n for n in names[:8] if zlib.crc32(str(root / n).encode()) % 5 == 4]  # noqa: E731
+    # the hash depends on the folder: pick one where a hash split would send some train rows to the test fold
+    # (in a random tmp_path none of the eight did in about 1 run in 6)
+    root = next(tmp_path / f"d{i}" for i in range(1000) if hashed(tmp_path / f"d{i}"))
+    root.mkdir()
     for n in names:
-        (tmp_path / n).write_bytes(b"x")
+        (root / n).write_bytes(b"x")
     rows = ["path,label,split"] + [f"{n},happy,train" for n in names[:8]] + [f"{n},sad,test" for n in names[8:]]
-    (tmp_path / "labels.csv").write_text("\n".join(rows))
-    hashed_test = [n for n in names[:8] if zlib.crc32(str(tmp_path / n).encode()) % 5 == 4]
+    (root / "labels.csv").write_text("\n".join(rows))
+    hashed_test = hashed(root)
     assert hashed_test  # some train rows that a hash split would have sent to the test fold
-    train = L.list_records("folder", tmp_path, 5, "train", L.SkipReport(), labels=["happy", "sad"])
-    test = L.list_records("folder", tmp_path, 5, "test", L.SkipReport(), labels=["happy", "sad"])
+    train = L.list_records("folder", root, 5, "train", L.SkipReport(), labels=["happy", "sad"])
+    test = L.list_records("folder", root, 5, "test", L.SkipReport(), labels=["happy", "sad"])
     assert sorted(r["clip_id"] for r in train) == [n[:-4] for n in names[:8]]  # none silently dropped
     assert sorted(r["clip_id"] for r in test) == ["clip8", "clip9"] and "split_given" not in train[0]
 
