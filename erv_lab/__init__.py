@@ -7,4 +7,11 @@ Notebooks in ``notebooks/`` import these modules; the logic lives here.
 """
 __version__ = "0.1.0"
 
+import os as _os
+
+# PyTorch's CUDA allocator grows segments instead of leaving fragmented blocks (variable-length rollouts and
+# prompts otherwise fragment a 16 GB T4). Read when CUDA first initialises, so it is set on import, before any
+# notebook touches the GPU; a value you set yourself wins.
+_os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+
 from erv_lab.envinfo import print_env  # noqa: E402,F401  (the first cell of every notebook)

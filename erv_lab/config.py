@@ -86,11 +86,17 @@ class PolicyConfig:
     vision_hidden_size: int = _f(96, "tiny model: vision tower hidden size")
     vision_layers: int = _f(2, "tiny model: vision tower layers")
     audio: str = _f("spectrogram", "how the policy hears: spectrogram (one extra image) | prosody (text) | none")
+    frames_per_image: int = _f(1, "frames tiled into one mosaic image (erv_lab.policy.clip_images): 1 = one image "
+                                   "per frame; 4 = 2x2 mosaics at image_size px (8 frames -> 2 images). Must "
+                                   "divide data.num_frames")
     load_in_4bit: bool = _f(False, "QLoRA: load the base model in 4-bit NF4 with bitsandbytes")
     lora_r: int = _f(0, "LoRA rank; 0 trains the full model")
     lora_alpha: int = _f(16, "LoRA alpha")
     vision_warmup_epochs: int = _f(3, "epochs warming the vision tower up as a clip classifier (frames + spectrogram)")
     freeze_vision: bool = _f(False, "freeze the vision tower during SFT/GRPO (keeps warmed-up features)")
+    compute_dtype: str = _f("auto", "auto (bf16 on Ampere and later, fp16 on older GPUs such as a T4, fp32 on CPU) | "
+                                    "float32 (the fallback for a model that overflows in fp16) | float16 | "
+                                    "bfloat16")
     attn_implementation: str | None = _f(None, "attention kernel of a kind=hub model: None = transformers' choice; "
                                                "sdpa_repeat_kv = SDPA with the KV heads repeated first (a T4's "
                                                "memory-efficient kernel has no GQA: without it SDPA falls back to "
@@ -210,6 +216,10 @@ class Config:
             problems.append(f"verifier.kind must be {'|'.join(TRAINABLE)}, got {self.verifier.kind!r}")
         if self.policy.audio not in ("spectrogram", "prosody", "none"):
             problems.append(f"policy.audio must be spectrogram|prosody|none, got {self.policy.audio!r}")
+        fpi = self.policy.frames_per_image
+        if not isinstance(fpi, int) or isinstance(fpi, bool) or fpi < 1 or self.data.num_frames % fpi:
+            problems.append(f"policy.frames_per_image must be an integer >= 1 that divides data.num_frames "
+                            f"({self.data.num_frames}), so that every mosaic holds as many frames; got {fpi!r}")
         if len(self.reward.rewards) != len(self.reward.weights):
             problems.append("reward.weights needs one weight per reward in reward.rewards")
         if self.grpo.num_generations < 2:
@@ -223,6 +233,9 @@ class Config:
             problems.append(f"eval.extra_judges may hold: gemma; got {self.eval.extra_judges!r}")
         if self.eval.batch_size < 1:
             problems.append("eval.batch_size must be >= 1")
+        if self.policy.compute_dtype not in ("auto", "float32", "float16", "bfloat16"):
+            problems.append(f"policy.compute_dtype must be auto|float32|float16|bfloat16, got "
+                            f"{self.policy.compute_dtype!r}")
         if self.policy.attn_implementation not in (None, "eager", "sdpa", "sdpa_repeat_kv"):
             problems.append("policy.attn_implementation must be null|eager|sdpa|sdpa_repeat_kv")
         if not 0.0 < self.verifier.threshold < 1.0:

@@ -199,7 +199,7 @@ def decode_greedy(model_dir: Path, example: dict, cfg) -> str:
 
     model, processor = P.load_policy(model_dir, cfg.policy)
     return P.generate(model, processor, [example], temperature=0.0, max_new_tokens=cfg.eval.max_new_tokens,
-                      audio=cfg.policy.audio, batch_size=1)[0]
+                      audio=cfg.policy, batch_size=1)[0]
 
 
 def run_verifier(cfg, run_dir: Path):

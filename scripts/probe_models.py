@@ -34,7 +34,7 @@ def main(argv=None) -> int:
             res = {n: [] for n in names}
             for s in seeds:
                 outs = P.generate(model, proc, test, temperature=temp, seed=s, max_new_tokens=cfg.eval.max_new_tokens,
-                                  audio=cfg.policy.audio)
+                                  audio=cfg.policy)
                 for f, n in zip(funcs, names):
                     res[n] += f(outs, solution=test["label"], dataset=test["dataset"])
             print(sub, f"T={temp}", {n: round(float(np.mean(v)), 3) for n, v in res.items()}, flush=True)

@@ -47,19 +47,11 @@ def fake_clips(n_per_class=4, num_frames=2, size=32, seed=0):
 
 
 def images_only_onevision():
-    """LLaVA-OneVision's processor without its video processor (which needs torchvision, absent on CPU here)."""
-    from transformers import LlavaOnevisionProcessor
+    """LLaVA-OneVision's processor without its video processor (which needs torchvision, absent on CPU here);
+    the class lives in the package (erv_lab.standins), which erv_lab.qwen_vocab also uses."""
+    from erv_lab.standins import images_only_onevision as cls
 
-    class ImagesOnly(LlavaOnevisionProcessor):
-        @classmethod
-        def get_attributes(cls):
-            return ["image_processor", "tokenizer"]
-
-        def __init__(self, image_processor=None, tokenizer=None, **kw):
-            self.video_processor = None
-            super().__init__(image_processor, tokenizer, None, **kw)
-
-    return ImagesOnly
+    return cls()
 
 
 @pytest.fixture(scope="session")

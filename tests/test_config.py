@@ -33,6 +33,9 @@ def test_dict_overrides():
     ({"grpo": {"num_generations": 1}}, "num_generations"),
     ({"policy": {"load_in_4bit": True, "lora_r": 0}}, "QLoRA"),
     ({"data": {"source": "dfew"}}, "data.root"),
+    ({"policy": {"frames_per_image": 3}}, "frames_per_image must be an integer >= 1 that divides data.num_frames"),
+    ({"policy": {"frames_per_image": 0}}, "frames_per_image"),
+    ({"policy": {"frames_per_image": "4"}}, "frames_per_image"),
 ])
 def test_inconsistent_values_are_rejected_with_a_clear_message(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -87,3 +90,10 @@ def test_float_fields_accept_yaml_1_1_exponents():
 def test_a_misspelt_setting_fails_when_the_config_loads(override, message):
     with pytest.raises(ValueError, match=message):
         load_config("smoke", override)
+
+
+def test_frames_per_image_divides_the_frames():
+    assert load_config("colab-t4").policy.frames_per_image == 4  # 8 frames -> two 2x2 mosaics
+    assert load_config("paper").policy.frames_per_image == 1  # the paper's recipe: one image per frame
+    assert load_config("smoke", ["policy.frames_per_image=2"]).policy.frames_per_image == 2
+    assert build_config({"data": {"num_frames": 6}, "policy": {"frames_per_image": 3}}).policy.frames_per_image == 3

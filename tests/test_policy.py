@@ -1,4 +1,7 @@
-"""The tiny LLaVA policy: tokenizer, processor, build/save/reload, QLoRA on CPU, decoding, vision warm-up."""
+"""The tiny LLaVA policy: tokenizer, processor, build/save/reload, QLoRA on CPU, decoding, vision warm-up,
+frame mosaics."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -117,3 +120,68 @@ def test_half_precision_follows_the_gpu(monkeypatch, cuda, major, dtype, flags):
     assert (P.precision_flags()["bf16"], P.precision_flags()["fp16"]) == flags
     if cuda:
         assert P.bnb_config().bnb_4bit_compute_dtype == dtype
+
+
+# ---------------------------------------------------------------- frame mosaics (policy.frames_per_image)
+MOSAIC_COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255),
+                  (128, 64, 0), (255, 255, 255)]
+
+
+def _solid_clip(side=16):
+    from PIL import Image
+
+    return {"frames": [Image.new("RGB", (side, side), c) for c in MOSAIC_COLOURS],
+            "spectrogram": Image.new("L", (side, side), 77), "prosody": "pitch high"}
+
+
+@pytest.mark.parametrize("side", [16, 10])  # 16: tiles pasted as they are; 10: resized to 16-px tiles
+def test_two_2x2_mosaics_hold_the_8_frames_in_reading_order(side):
+    ex = _solid_clip(side)
+    images = P.clip_images(ex, "spectrogram", frames_per_image=4, image_size=32)
+    assert len(images) == 3 and all(im.size == (32, 32) for im in images[:2])
+    centres = [(8, 8), (24, 8), (8, 24), (24, 24)]  # (x, y): top-left, top-right, bottom-left, bottom-right
+    seen = [images[m].getpixel(xy) for m in range(2) for xy in centres]
+    assert seen == MOSAIC_COLOURS  # frame i of the clip is cell i % 4 of mosaic i // 4
+    for m in range(2):  # every pixel of a quadrant is its frame's colour
+        px = images[m].load()
+        for q, (x0, y0) in enumerate([(0, 0), (16, 0), (0, 16), (16, 16)]):
+            assert {px[x, y] for x in range(x0, x0 + 16) for y in range(y0, y0 + 16)} == {MOSAIC_COLOURS[4 * m + q]}
+    assert images[2].getpixel((0, 0)) == (77, 77, 77)  # the spectrogram stays the last image, untouched
+
+
+def test_mosaic_count_grid_and_a_partial_last_mosaic():
+    assert [P.mosaic_grid(k) for k in (1, 2, 3, 4, 6, 8, 9)] == [(1, 1), (2, 1), (2, 2), (2, 2), (3, 2), (3, 3), (3, 3)]
+    ex = _solid_clip()
+    assert len(P.clip_images(ex, "none", frames_per_image=4)) == 2
+    assert len(P.clip_images(ex, "spectrogram", frames_per_image=8)) == 2
+    three = P.clip_images(ex, "none", frames_per_image=3, image_size=32)  # frames 0-2, 3-5, 6-7 (one black cell)
+    assert len(three) == 3 and three[2].getpixel((24, 24)) == (0, 0, 0) and three[2].getpixel((24, 8)) == (255, 255, 255)
+    two = P.clip_images(ex, "none", frames_per_image=2, image_size=32)  # 2x1, centred: black bands above and below
+    assert two[0].getpixel((8, 16)) == MOSAIC_COLOURS[0] and two[0].getpixel((24, 16)) == MOSAIC_COLOURS[1]
+    assert two[0].getpixel((8, 2)) == (0, 0, 0)
+    assert P.clip_images(ex, "none", frames_per_image=4)[0].size == (32, 32)  # no size given: 16-px tiles
+    with pytest.raises(ValueError, match="frames_per_image"):
+        P.clip_images(ex, frames_per_image=0)
+
+
+def test_default_is_one_image_per_frame_as_before(clips, pcfg):
+    ex = clips[0]
+    before = [im.convert("RGB").tobytes() for im in list(ex["frames"]) + [ex["spectrogram"]]]
+    assert pcfg.frames_per_image == 1 and load_config("cpu-tiny").policy.frames_per_image == 1
+    for images in (P.clip_images(ex), P.clip_images(ex, "spectrogram"), P.clip_images(ex, pcfg),
+                   P.clip_images(ex, "spectrogram", frames_per_image=1, image_size=384)):
+        assert [im.tobytes() for im in images] == before
+    assert P.prompt_messages(ex) == P.prompt_messages(ex, pcfg) == [{"role": "user", "content": [
+        *[{"type": "image"}] * (len(ex["frames"]) + 1), {"type": "text", "text": P.INSTRUCTION}]}]
+
+
+def test_the_policy_config_threads_the_mosaics_through(make_clips):
+    t4 = load_config("colab-t4").policy
+    assert t4.frames_per_image == 4
+    ex = make_clips(n_per_class=1, num_frames=8, size=24)[0]
+    images = P.clip_images(ex, t4)
+    assert len(images) == 3 and images[0].size == (t4.image_size, t4.image_size)
+    messages = P.prompt_messages(ex, t4)
+    assert [part["type"] for part in messages[0]["content"]] == ["image"] * 3 + ["text"]
+    prosody = dataclasses.replace(t4, audio="prosody")
+    assert len(P.clip_images(ex, prosody)) == 2 and P.prompt_text(ex, prosody).startswith("Audio: ")
