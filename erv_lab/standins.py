@@ -103,6 +103,6 @@ def build_standin(name: str, out: str | Path, corpus: Sequence[str], sizes: dict
     out = Path(out)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    (out / "standin.json").write_text(json.dumps({"stand_in_for": name, "random_weights": True,
+    (out / "standin.json").write_text(json.dumps({"stand_in_for": name, "random_weights": True, "tokenizer": tokenizer,
                                                   "parameters": count_parameters(model)}, indent=1))
     return out

@@ -24,7 +24,7 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, transformers, trl, peft, bitsandbytes, datasets, pyarrow as pa; print('torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__, 'peft', peft.__version__, 'bitsandbytes', bitsandbytes.__version__, 'datasets', datasets.__version__, 'pyarrow', pa.__version__)" || exit 4
 echo "== gpu-marked tests"
-timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_path.py 2>&1 | tail -5
+timeout "${TEST_TIMEOUT:-90}" python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_path.py 2>&1 | tail -5
 echo "== measurement ($((SECONDS - START)) s so far)"
 timeout "${MEASURE_TIMEOUT:-420}" python3 scripts/measure_gpu_preset.py --standin --t4 --set verifier.kind=tfidf \
     --set data.clips_per_class=2 --sft-steps 4 --grpo-steps 2 --out .measure --write docs/measurements/colab-t4.json
@@ -34,7 +34,7 @@ nvidia-smi --query-gpu=memory.used --format=csv
 if [ -d .old/erv_lab ] && [ $((SECONDS - START)) -lt "${OLD_BEFORE_S:-420}" ]; then
     echo "== the previous commit on the same path (expected to fail; 1 SFT step)"
     rm -rf .measure/sft
-    PYTHONPATH=/tmp/site:$PWD/.old timeout 150 python3 .old/scripts/measure_gpu_preset.py --standin --t4 \
+    PYTHONPATH=/tmp/site:$PWD/.old timeout "${OLD_TIMEOUT:-90}" python3 .old/scripts/measure_gpu_preset.py --standin --t4 \
         --set verifier.kind=tfidf --set data.clips_per_class=2 --sft-steps 1 --grpo-steps 1 --out .measure \
         > "$OUT/old.log" 2>&1
     echo "old rc=$?"; grep -E "Error|error|not implemented|stage" "$OUT/old.log" | tail -8

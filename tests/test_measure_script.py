@@ -22,8 +22,8 @@ def test_the_measurement_script_runs_every_phase(tmp_path, monkeypatch, tiny_one
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     real_build = ST.build_standin
-    monkeypatch.setattr(ST, "build_standin", lambda name, out, corpus: real_build(
-        name, out, corpus, sizes=tiny_onevision, processor_cls=onevision_processor_cls))
+    monkeypatch.setattr(ST, "build_standin", lambda name, out, corpus, tokenizer="bpe": real_build(
+        name, out, corpus, sizes=tiny_onevision, processor_cls=onevision_processor_cls, tokenizer=tokenizer))
 
     def hub_processor(path):  # AutoProcessor needs torchvision, absent beside the CPU torch
         tok = AutoTokenizer.from_pretrained(path)
@@ -46,3 +46,4 @@ def test_the_measurement_script_runs_every_phase(tmp_path, monkeypatch, tiny_one
         assert doc[phase]["steps"] == 1 and doc[phase]["non_finite"] == 0 and doc[phase]["losses"]
     assert doc["settings"]["attn_implementation"] == "sdpa_repeat_kv" and doc["sft"]["prompt_tokens"] > 0
     assert doc["sft"]["peak_allocated_gb"] is None  # a CPU dry run reports no figures
+    assert doc["standin_tokenizer"] == "qwen"  # Qwen2's real vocabulary, as the GPU measurement counts

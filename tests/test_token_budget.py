@@ -26,8 +26,10 @@ def processor():
 
 @pytest.fixture(scope="module")
 def clip(make_clips):
-    """One synthetic clip as colab-t4 builds it: data.num_frames frames and a spectrogram at policy.image_size px."""
-    return make_clips(n_per_class=1, num_frames=T4.data.num_frames, size=T4.policy.image_size)[0]
+    """One synthetic clip of colab-t4's data.num_frames frames (at data.frame_size px, which is faster to make:
+    the mosaics are built at policy.image_size, the processor resizes the spectrogram, and a multi-image prompt
+    counts the same tokens at any pixel size)."""
+    return make_clips(n_per_class=1, num_frames=T4.data.num_frames, size=T4.data.frame_size)[0]
 
 
 def test_the_vocabulary_file_is_the_pinned_one(tmp_path):
