@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         import transformers
         import trl
 
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        commit = os.environ.get("ERV_COMMIT") or subprocess.run(  # a copied tree without .git names its commit
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                                text=True).stdout.strip()
         doc = {"device": device, "t4_emulation": args.t4, "standin": args.standin,
