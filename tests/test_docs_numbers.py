@@ -36,3 +36,31 @@ def test_notebook_06_quotes_the_shipped_run_only_through_generated_output():
     quoted = re.findall(r"(?:EEA|EPC|UAR|WAR|FCR)[^.\n]{0,12}?[+−-]?\d+\.\d", prose)
     assert quoted == [], f"notebook 06 prose quotes run numbers: {quoted}"
     assert any("reference_markdown" in c.source for c in nb.cells if c.cell_type == "code")
+
+
+MEASUREMENT = REPO / "docs" / "measurements" / "colab-t4.json"
+
+
+def _quoted_gpu_figures(doc: dict) -> list[str]:
+    return [f"SFT {doc['sft']['peak_allocated_gb']:.2f} GB", f"GRPO {doc['grpo']['peak_allocated_gb']:.2f} GB"]
+
+
+@pytest.mark.parametrize("rel", ["README.md", "erv_lab/configs/colab-t4.yaml", "docs/measurements/README.md"])
+def test_the_colab_t4_figures_are_the_measured_ones(rel):
+    """README, the preset and the measurements page quote docs/measurements/colab-t4.json, and that file measured
+    the preset as it is now (its settings) on the T4 path (cap, fp16, no math SDPA), with finite values."""
+    from erv_lab.config import load_config
+
+    doc = json.loads(MEASUREMENT.read_text())
+    text = (REPO / rel).read_text(encoding="utf-8")
+    for figure in _quoted_gpu_figures(doc):
+        assert figure in text, f"{rel} does not quote {figure!r} from {MEASUREMENT.name}"
+    cfg = load_config("colab-t4")
+    assert doc["t4_emulation"] and doc["math_sdp"] is False and doc["standin"]
+    s = doc["settings"]
+    assert (s["frames_per_image"], s["num_frames"], s["G"], s["micro_batch"], s["max_completion_length"],
+            s["sft_batch_size"], s["eval_batch_size"], s["attn_implementation"], s["lora_r"]) == (
+        cfg.policy.frames_per_image, cfg.data.num_frames, cfg.grpo.num_generations, cfg.grpo.micro_batch,
+        cfg.grpo.max_completion_length, cfg.sft.batch_size, cfg.eval.batch_size, cfg.policy.attn_implementation,
+        cfg.policy.lora_r), "colab-t4 changed since it was measured: measure again (docs/measurements/README.md)"
+    assert doc["sft"]["non_finite"] == doc["grpo"]["non_finite"] == 0 and doc["grpo"]["peak_reserved_gb"] <= 14
