@@ -49,20 +49,30 @@ def pipeline_figure():
 
 
 # ---------------------------------------------------------------- clips (notebooks 01 and 04)
-def clip(example: dict, audio: str = "spectrogram", title: str | None = None, rationale: bool = False):
+def clip(example: dict, audio="spectrogram", title: str | None = None, rationale: bool = False):
     """One clip as the policy sees it: its sampled frames and, with ``audio="spectrogram"``, the log-mel
-    spectrogram as one more image. The title gives clip id, label, prosody and whether its rationale drifted;
-    ``rationale=True`` also prints the rationale."""
+    spectrogram as one more image. ``audio`` may be ``cfg.policy``: with ``frames_per_image`` > 1 (colab-t4) the
+    frames are shown as the mosaics the policy gets. The title gives clip id, label, prosody and whether its
+    rationale drifted; ``rationale=True`` also prints the rationale."""
     import matplotlib.pyplot as plt
     import numpy as np
 
-    ims = list(example["frames"]) + ([example["spectrogram"]] if audio == "spectrogram" else [])
-    fig, axes = plt.subplots(1, len(ims), figsize=(1.6 * len(ims), 2.1))
-    for i, (ax, im) in enumerate(zip(np.atleast_1d(axes), ims)):
+    from erv_lab.policy import _audio_mode, clip_images
+
+    mode, k = _audio_mode(audio), 1 if isinstance(audio, str) else getattr(audio, "frames_per_image", 1)
+    n = len(example["frames"])
+    if k > 1:
+        ims = clip_images(example, audio)
+        names = [f"frames {i * k + 1}-{min((i + 1) * k, n)}" for i in range(-(-n // k))]
+    else:
+        ims = list(example["frames"]) + ([example["spectrogram"]] if mode == "spectrogram" else [])
+        names = [f"frame {i + 1}" for i in range(n)]
+    names += ["log-mel"] if mode == "spectrogram" else []
+    fig, axes = plt.subplots(1, len(ims), figsize=(1.6 * len(ims) * (1.6 if k > 1 else 1), 2.1 * (1.6 if k > 1 else 1)))
+    for ax, im, name in zip(np.atleast_1d(axes), ims, names):
         ax.imshow(im)
         ax.set_xticks([]), ax.set_yticks([])
-        last = audio == "spectrogram" and i == len(ims) - 1
-        ax.set_title("log-mel" if last else f"frame {i + 1}", fontsize=8)
+        ax.set_title(name, fontsize=8)
     if title is None:
         title = " · ".join([str(example.get("clip_id", "")), str(example.get("label", ""))]
                            + ([example["prosody"]] if example.get("prosody") else [])

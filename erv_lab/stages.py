@@ -267,7 +267,7 @@ def audio_ablation(cfg, run_dir: str | Path, dataset=None, n: int | None = None)
         c = copy.deepcopy(cfg)
         c.policy.audio = audio
         model, processor = P.load_policy(ensure_sft(c, run_dir, dataset=dataset, name=name), c.policy)
-        res = quick_eval(model, processor, splits["test"], audio, n, cfg.eval.max_new_tokens)
+        res = quick_eval(model, processor, splits["test"], c.policy, n, cfg.eval.max_new_tokens)
         out[audio] = {k: v for k, v in res.items() if k != "outputs"}
     (Path(run_dir) / "audio_ablation.json").write_text(json.dumps(out, indent=2))
     return out

@@ -32,6 +32,7 @@ from erv_lab.trl_compat import grpo_trainer_class
 
 ARMS = ("baseline", "erv")
 BASELINE_REWARDS = ["format", "accuracy"]
+SFT_SAVE_STEPS = 50  # an SFT checkpoint every 50 steps (a resumed run loses at most that)
 
 
 # ---------------------------------------------------------------- data
@@ -201,7 +202,8 @@ def sft_args(cfg, out: Path):
         per_device_train_batch_size=s.batch_size, lr_scheduler_type="cosine",
         warmup_steps=s.warmup_ratio,  # transformers 5 folded warmup_ratio into warmup_steps: a float < 1 is a ratio
         max_length=None,  # VLM rows are not truncated (image tokens must stay whole); rationales are short
-        logging_steps=s.logging_steps or max(1, min(10, cfg.grpo.logging_steps)), save_strategy="steps", save_steps=50,
+        logging_steps=s.logging_steps or max(1, min(10, cfg.grpo.logging_steps)), save_strategy="steps",
+        save_steps=SFT_SAVE_STEPS,
         save_total_limit=2, report_to=cfg.report_to, seed=sft_seed(cfg), use_cpu=not torch.cuda.is_available(),
         **P.precision_flags(cfg.policy), remove_unused_columns=False,
         dataloader_num_workers=0, disable_tqdm=False)
@@ -216,6 +218,21 @@ def require_rationales(train_ds) -> None:
             "DFEW and MAFW ship labels only (the paper's cold start used EMER-style rationales). Put one rationale "
             "per clip in <data.root>/synth_meta/clips.jsonl (rows {\"clip_id\", \"rationale\"}, the layout "
             "erv-lab synth writes; data_cards/dfew.md) and build the dataset again.")
+
+
+def schedule(cfg, n_train: int) -> dict:
+    """What a run will do, from its settings and the number of training clips: optimisation steps and checkpoint
+    spacing of SFT and of each GRPO arm (printed in notebooks 04 and 05 before training starts)."""
+    import math
+
+    world = _world_size()
+    per_epoch = math.ceil(n_train / (cfg.sft.batch_size * world))
+    sft_steps = math.ceil(per_epoch * cfg.sft.epochs)
+    g = cfg.grpo
+    grpo_steps = g.max_steps if g.max_steps > 0 else math.ceil(n_train * g.num_train_epochs / g.prompts_per_step)
+    return {"train_clips": n_train, "sft_steps": sft_steps, "sft_checkpoint_every": SFT_SAVE_STEPS, "grpo_steps_per_arm": grpo_steps,
+            "grpo_checkpoint_every": g.save_steps, "rollouts_per_grpo_step": g.prompts_per_step * g.num_generations,
+            "max_completion_length": g.max_completion_length}
 
 
 def sft_trainer(cfg, out: Path, train_ds, start, meta: dict, callbacks: Sequence = (), on_log: Callable | None = None):
@@ -367,8 +384,9 @@ def train_grpo(cfg, out: Path, sft: Path, train_ds, funcs: Sequence, weights: Se
     return out / "final"
 
 
-def quick_eval(model, processor, ds, audio: str, n: int | None = None, max_new_tokens: int = 96) -> dict:
+def quick_eval(model, processor, ds, audio, n: int | None = None, max_new_tokens: int = 96) -> dict:
     """Greedy decoding on the first ``n`` rows of ``ds``: mean format and accuracy rewards (strict format).
+    ``audio``: ``cfg.policy`` (its audio mode and frame mosaics, as training saw the clips) or an audio mode.
     A check after training (notebook 04), not the held-out evaluation (``erv_lab.stages.ensure_results``)."""
     from erv_lab.rewards import accuracy_reward, format_reward
 

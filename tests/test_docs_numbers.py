@@ -41,19 +41,22 @@ def test_notebook_06_quotes_the_shipped_run_only_through_generated_output():
 MEASUREMENT = REPO / "docs" / "measurements" / "colab-t4.json"
 
 
-def _quoted_gpu_figures(doc: dict) -> list[str]:
-    return [f"SFT {doc['sft']['peak_allocated_gb']:.2f} GB", f"GRPO {doc['grpo']['peak_allocated_gb']:.2f} GB"]
+def _quoted_gpu_figures(doc: dict, phases: list[str]) -> list[str]:
+    """"SFT 1.42 GB" and the like, with the seconds per step where a notebook quotes them."""
+    return [f"{phase.upper()} {doc[phase]['peak_allocated_gb']:.2f} GB" for phase in phases]
 
 
-@pytest.mark.parametrize("rel", ["README.md", "erv_lab/configs/colab-t4.yaml", "docs/measurements/README.md"])
-def test_the_colab_t4_figures_are_the_measured_ones(rel):
+@pytest.mark.parametrize("rel,phases", [("README.md", "sft grpo"), ("erv_lab/configs/colab-t4.yaml", "sft grpo"),
+                                        ("docs/measurements/README.md", "sft grpo"),
+                                        ("notebooks/04_cold_start_sft.ipynb", "sft"), ("notebooks/05_grpo.ipynb", "grpo")])
+def test_the_colab_t4_figures_are_the_measured_ones(rel, phases):
     """README, the preset and the measurements page quote docs/measurements/colab-t4.json, and that file measured
     the preset as it is now (its settings) on the T4 path (cap, fp16, no math SDPA), with finite values."""
     from erv_lab.config import load_config
 
     doc = json.loads(MEASUREMENT.read_text())
     text = (REPO / rel).read_text(encoding="utf-8")
-    for figure in _quoted_gpu_figures(doc):
+    for figure in _quoted_gpu_figures(doc, phases.split()):
         assert figure in text, f"{rel} does not quote {figure!r} from {MEASUREMENT.name}"
     cfg = load_config("colab-t4")
     assert doc["t4_emulation"] and doc["math_sdp"] is False and doc["standin"]
@@ -64,3 +67,14 @@ def test_the_colab_t4_figures_are_the_measured_ones(rel):
         cfg.grpo.max_completion_length, cfg.sft.batch_size, cfg.eval.batch_size, cfg.policy.attn_implementation,
         cfg.policy.lora_r), "colab-t4 changed since it was measured: measure again (docs/measurements/README.md)"
     assert doc["sft"]["non_finite"] == doc["grpo"]["non_finite"] == 0 and doc["grpo"]["peak_reserved_gb"] <= 14
+
+
+@pytest.mark.parametrize("rel,phases", [("README.md", "sft grpo"), ("notebooks/04_cold_start_sft.ipynb", "sft"),
+                                        ("notebooks/05_grpo.ipynb", "grpo")])
+def test_the_quoted_seconds_per_step_are_the_measured_ones(rel, phases):
+    doc = json.loads(MEASUREMENT.read_text())
+    text = (REPO / rel).read_text(encoding="utf-8")
+    digits = {"sft": 2, "grpo": 1}
+    for phase in phases.split():
+        quoted = f"{doc[phase]['s_per_step']:.{digits[phase]}f} s"
+        assert quoted in text, f"{rel} does not quote {phase}'s {quoted!r} per step from {MEASUREMENT.name}"
