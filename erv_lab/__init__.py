@@ -14,4 +14,25 @@ import os as _os
 # notebook touches the GPU; a value you set yourself wins.
 _os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
+
+def _quiet_known_noise() -> None:
+    """One message dropped, by its exact start, before bitsandbytes is imported: on a CPU with AVX512-BF16,
+    bitsandbytes looks for an optional faster 4-bit kernel on the Hub (the ``kernels`` package) and logs a
+    warning when it is absent, then uses its own kernel. erv-lab runs offline and never installs ``kernels``, so
+    the warning (printed once per process: seven times in a course) says nothing to do. Every other message of
+    that logger passes (tests/test_precision.py)."""
+    import logging
+
+    class _DropOptionalKernelNote(logging.Filter):
+        def filter(self, record):
+            return not str(record.msg).startswith(NOISE_PREFIX)
+
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    if not any(type(f).__name__ == "_DropOptionalKernelNote" for f in logger.filters):
+        logger.addFilter(_DropOptionalKernelNote())
+
+
+NOISE_PREFIX = "Failed to load CPU gemm_4bit_forward from kernels-community"
+_quiet_known_noise()
+
 from erv_lab.envinfo import print_env  # noqa: E402,F401  (the first cell of every notebook)

@@ -225,3 +225,18 @@ def test_compute_dtype_float32_turns_half_precision_off(monkeypatch):
     assert P.bnb_config(fallback.policy).bnb_4bit_compute_dtype == torch.float32
     with pytest.raises(ValueError, match="compute_dtype"):
         load_config("colab-t4", ["policy.compute_dtype=fp8"])
+
+
+# ---------------------------------------------------------------- quiet, not deaf
+def test_only_the_optional_kernel_note_of_bitsandbytes_is_dropped(caplog):
+    import logging
+
+    import erv_lab
+
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        logger.warning(erv_lab.NOISE_PREFIX + ": %s. Please make sure you already `pip install kernels`", "x")
+        logger.warning("Failed to load something else")
+        logger.error(erv_lab.NOISE_PREFIX.upper())
+    assert [r.getMessage() for r in caplog.records] == ["Failed to load something else",
+                                                        erv_lab.NOISE_PREFIX.upper()]
