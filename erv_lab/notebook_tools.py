@@ -137,6 +137,21 @@ OUTSIDE_REFERENCES = ((r"\bissues?\b", "the project's issue tracker"), (r"\.\./s
                       (r"ERV_METHOD\.md|STACK\.md|DATASETS\.md", "a file outside the repository (docs/METHOD.md is inside)"))
 
 
+# A sentence of fixed prose that names a result and gives it a direction or a size asserts what one run showed; it
+# belongs in a reading (erv_lab.readings), computed from the run the notebook executes.
+_RESULT = re.compile(r"\b(EEA|EPC|UAR|WAR|FCR|accuracy|rewards?|loss|KL|kl|κ|kappa|F1|baseline|ERV arm|gap)\b")
+_DIRECTION = re.compile(r"\b(stays? (?:near|level|flat|in place)|should (?:climb|rise|raise|fall|drop|improve|stay|"
+                        r"reach|beat|go up|go down)|climbs|rises|raises|falls|drops|improves|doubles|halves|"
+                        r"(?:higher|lower) than|outperforms?)\b")
+_SIZE = re.compile(r"(?:EEA|EPC|UAR|WAR|FCR)[^.\n]{0,12}?[+−-]?\d+\.\d")
+
+
+def result_claims(markdown: str) -> list[str]:
+    """Sentences of ``markdown`` that assert a result's direction or size (empty list = none)."""
+    sentences = re.split(r"(?<=[.!?])\s+", markdown.replace("\n", " "))
+    return [s.strip() for s in sentences if _RESULT.search(s) and _DIRECTION.search(s) or _SIZE.search(s)]
+
+
 def convention_problems(path: Path) -> list[str]:
     """What a numbered notebook is missing of the course conventions (empty list = fine)."""
     nb = nbformat.read(path, as_version=4)
@@ -167,6 +182,8 @@ def convention_problems(path: Path) -> list[str]:
     for pattern, why in OUTSIDE_REFERENCES:
         if re.search(pattern, md):
             problems.append(f"prose refers to {why} ({pattern!r}): learners only have the repository")
+    for claim in result_claims(md):
+        problems.append(f"prose asserts a result (make it a reading, erv_lab.readings): {claim[:160]!r}")
     return problems
 
 

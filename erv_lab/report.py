@@ -246,6 +246,7 @@ def reference_markdown(results: dict, run_dir: str | Path | None = None) -> str:
 
 
 SEEDS_START, SEEDS_END = "<!-- seed-variation:start -->", "<!-- seed-variation:end -->"
+READINGS_START, READINGS_END = "<!-- readings:start -->", "<!-- readings:end -->"  # erv_lab.readings of the run
 
 
 def _replace_block(text: str, start: str, end: str, body: str) -> str:
@@ -263,6 +264,11 @@ def sync_results_block(text: str, results: dict, run_dir: str | Path | None = No
     seeds = Path(run_dir) / "seeds.md" if run_dir is not None else None
     if SEEDS_START in text and seeds is not None and seeds.exists():
         text = _replace_block(text, SEEDS_START, SEEDS_END, seeds.read_text(encoding="utf-8"))
+    if READINGS_START in text and run_dir is not None:
+        from erv_lab import curves, readings
+
+        text = _replace_block(text, READINGS_START, READINGS_END,
+                              readings.discussion(results, curves.arm_histories(run_dir)))
     return text
 
 

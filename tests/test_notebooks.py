@@ -55,3 +55,16 @@ def test_the_convention_check_refuses_prose_that_points_outside_the_repository(t
     nbformat.write(nb, path)
     problems = " ".join(convention_problems(path))
     assert "issue tracker" in problems and "outside the repository" in problems and "a file outside" in problems
+
+
+def test_the_convention_check_refuses_prose_that_asserts_a_result():
+    """Fixed prose explains ideas; a direction or a size of a result is a reading (erv_lab.readings)."""
+    from erv_lab.notebook_tools import result_claims
+
+    claimed = ["The baseline's EEA and EPC stay near the SFT model's.",
+               "The ERV arm's explanation reward should climb above the baseline's.",
+               "ERV raises EEA by 17.9 points."]
+    assert [len(result_claims(s)) for s in claimed] == [1, 1, 1]
+    ideas = ["The ERV reward pays for sentences that express the ground-truth emotion.",
+             "Read the paired interval of the difference: the goal line says whether this run shows it."]
+    assert result_claims(" ".join(ideas)) == []

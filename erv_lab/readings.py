@@ -1,0 +1,256 @@
+"""Readings: the course's observations, computed from the run they sit under (never written for one run).
+
+Pure functions over ``results.json`` (``erv_lab.evaluate``) and the GRPO logs (``erv_lab.curves``). Each returns
+sentences that state a direction or a size only as the numbers of *this* run show it, with their intervals where
+the run has them; when the run does not show what the paper claims, the reading says so and says what to look at
+next. Notebooks 05 and 06 and the README's "How to read it" print these instead of fixed prose.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+ARMS = ("sft", "baseline", "erv")
+NAMES = {"sft": "SFT", "baseline": "baseline", "erv": "ERV"}
+GOAL = {"EEA": 15.0, "EPC": 15.0, "UAR": 3.0}  # points: ERV - baseline EEA, EPC >= +15, |UAR| <= 3 (cpu-tiny)
+NEAR = 3.0  # points: a move smaller than this is read as "about the same"
+
+
+def _block(results: dict, protocol: str) -> dict:
+    return results if protocol == "sample" else results[protocol]
+
+
+def _pts(x: float) -> str:
+    return f"{100 * x:+.1f}"
+
+
+def _move(delta_points: float) -> str:
+    if abs(delta_points) < NEAR:
+        return "about the same"
+    return "higher" if delta_points > 0 else "lower"
+
+
+def protocols(results: dict) -> list[str]:
+    return ["sample"] + (["greedy"] if "greedy" in results else [])
+
+
+def arm_vs_sft(results: dict, protocol: str = "sample", metrics: Sequence[str] = ("EEA", "EPC", "UAR")) -> list[str]:
+    """Each GRPO arm against the SFT model it started from: the values and the move, per metric."""
+    b = _block(results, protocol)
+    out = []
+    for arm in ("baseline", "erv"):
+        if arm not in b or "sft" not in b:
+            continue
+        parts = []
+        for k in metrics:
+            s, a = b["sft"].get(k), b[arm].get(k)
+            if s is None or a is None:
+                continue
+            d = 100 * (a - s)
+            parts.append(f"{k} {100 * s:.1f} → {100 * a:.1f} ({d:+.1f}, {_move(d)})")
+        if parts:
+            out.append(f"{NAMES[arm]} vs the SFT model ({protocol}): " + "; ".join(parts) + ".")
+    return out
+
+
+def difference(results: dict, protocol: str = "sample", metrics: Sequence[str] = ("EEA", "EPC", "FCR", "UAR")) -> str:
+    """ERV minus baseline with its paired 95 % bootstrap interval, and whether the interval excludes 0."""
+    diff = results.get("erv_minus_baseline", {}).get(protocol)
+    if not diff:
+        return f"ERV minus baseline ({protocol}): not computed for this run."
+    parts = []
+    for k in metrics:
+        if k not in diff:
+            continue
+        d = diff[k]
+        side = "above 0" if d["low"] > 0 else "below 0" if d["high"] < 0 else "includes 0"
+        parts.append(f"{k} {_pts(d['value'])} [{_pts(d['low'])}, {_pts(d['high'])}] ({side})")
+    return f"ERV minus baseline ({protocol}, paired 95 % interval, points): " + "; ".join(parts) + "."
+
+
+def goal(results: dict, protocol: str = "sample") -> str:
+    """Whether the paper's claim reproduced on this run under ``protocol``, in words, and what to look at if not."""
+    from erv_lab.report import goal_check
+
+    g = goal_check(results, protocol)
+    d, holds = g["delta_points"], g["holds"]
+    if any(d[k] is None for k in GOAL):
+        return f"Goal ({protocol}): cannot be read, a metric is missing."
+    said = (f"EEA {d['EEA']:+.1f} (goal ≥ +{GOAL['EEA']:.0f}), EPC {d['EPC']:+.1f} (≥ +{GOAL['EPC']:.0f}), "
+            f"UAR {d['UAR']:+.1f} (within ±{GOAL['UAR']:.0f})")
+    if g["goal_met"]:
+        return f"Goal ({protocol}): **met** on this run: ERV minus baseline {said}."
+    missed = [k for k in GOAL if not holds[k]]
+    nxt = []
+    if "EEA" in missed or "EPC" in missed:
+        if d["EEA"] > 0 and g.get("excludes_zero", {}).get("EEA"):
+            nxt.append("ERV raised EEA beyond noise but by less than the goal: more GRPO steps, or a higher "
+                       "explanation-reward weight")
+        else:
+            nxt.append("ERV did not raise EEA beyond noise here: look at the training curves (did the ERV arm's "
+                       "explanation reward rise?), the share of zero-spread groups, and the SFT model's coherence")
+    if "UAR" in missed:
+        nxt.append("UAR moved by more than 3 points: compare the arms' accuracy-reward curves and β (the KL term)")
+    return (f"Goal ({protocol}): **not met** on this run ({', '.join(missed)} missed): ERV minus baseline {said}. "
+            "What to look at next: " + "; ".join(nxt) + ".")
+
+
+def zero_spread(histories: dict[str, Sequence[dict]]) -> str | None:
+    """Mean share of GRPO groups whose G rewards were all equal (advantage 0: nothing to learn), per arm."""
+    parts = []
+    for arm, h in histories.items():
+        vals = [r["frac_reward_zero_std"] for r in h if r.get("frac_reward_zero_std") is not None]
+        if vals:
+            parts.append(f"{NAMES.get(arm, arm)} {100 * sum(vals) / len(vals):.0f} %")
+    if not parts:
+        return None
+    return ("Groups with zero reward spread (all G completions scored alike, so no learning signal), mean over "
+            "the logged steps: " + ", ".join(parts) + ".")
+
+
+def training(histories: dict[str, Sequence[dict]], key: str = "rewards/explanation/mean", k: int = 3) -> str | None:
+    """How each arm's training reward ``key`` moved from its first to its last ``k`` logs."""
+    from erv_lab.curves import first_last
+
+    parts = []
+    for arm, h in histories.items():
+        first, last = first_last(h, key, k)
+        if first is not None and last is not None:
+            parts.append(f"{NAMES.get(arm, arm)} {first:.3f} → {last:.3f} ({_move(100 * (last - first))})")
+    if not parts:
+        return None
+    return f"`{key}` during GRPO (mean of the first {k} logs → the last {k}): " + "; ".join(parts) + "."
+
+
+def agreement(results: dict) -> str | None:
+    """How the headline judge agrees with each other reading (Cohen's κ on the ERV arm's rationales)."""
+    head = results.get("protocol", {}).get("judge")
+    kap = (results.get("erv") or {}).get("kappa") or {}
+    pairs = {p: v["kappa"] for p, v in kap.items() if head and p.startswith(head + " vs ")}
+    if not pairs:
+        return None
+    parts = [f"{p.split(' vs ', 1)[1]} κ {v:.2f}" for p, v in sorted(pairs.items(), key=lambda x: -x[1])]
+    low = min(pairs.values())
+    word = "substantial or better (κ ≥ 0.6) with every reading" if low >= 0.6 else \
+        "below 0.6 with at least one reading: the metrics depend on who reads the rationale"
+    return f"The headline judge ({head}) against the other readings of the ERV arm: " + ", ".join(parts) + \
+        f"; agreement is {word}."
+
+
+def grounding(results: dict) -> str | None:
+    """Absent-cue sentences and grounded cues per arm: does a coherent rationale also describe the clip?"""
+    g = {a: results[a]["grounding"] for a in ARMS if (results.get(a) or {}).get("grounding")}
+    if len(g) < 2:
+        return None
+    parts = [f"{NAMES[a]} {100 * v['absent_cue_sentence_share']:.1f} %" for a, v in g.items()]
+    out = "Sentences describing a cue the clip does not have: " + ", ".join(parts) + "."
+    if "erv" in g and "baseline" in g:
+        d = 100 * (g["erv"]["absent_cue_sentence_share"] - g["baseline"]["absent_cue_sentence_share"])
+        than = "as" if _move(d) == "about the same" else "than"
+        out += f" ERV's share is {_move(d)} {than} the baseline's ({d:+.1f} points; no interval is computed for it)."
+        e, b = g["erv"], g["baseline"]
+        out += (f" Grounded cue rate: baseline {100 * b['grounded_cue_rate']:.1f} %, ERV "
+                f"{100 * e['grounded_cue_rate']:.1f} %.")
+    return out
+
+
+def discussion(results: dict, histories: dict[str, Sequence[dict]] | None = None) -> str:
+    """Every reading of a run as Markdown: goal and paired differences under each protocol, the arms against
+    the SFT model, training, zero-spread groups, judge agreement, grounding."""
+    lines = []
+    for p in protocols(results):
+        lines += [f"- {goal(results, p)}", f"- {difference(results, p)}"]
+        lines += [f"- {s}" for s in arm_vs_sft(results, p)]
+    for s in (training(histories or {}), zero_spread(histories or {}), agreement(results), grounding(results)):
+        if s:
+            lines.append(f"- {s}")
+    return "\n".join(lines) + "\n"
+
+
+def _extra_tags(text: str) -> bool:
+    return any(text.count(t) > 1 for t in ("<think>", "</think>", "<answer>", "</answer>"))
+
+
+def hacking(good: Sequence[dict], lesson: Sequence[dict], last_steps: int = 3) -> dict:
+    """Did the reward-hacking lesson run hack? Its last ``last_steps`` logged steps of GRPO completions
+    (``completions.jsonl`` rows) against the good ERV arm's: explanation reward paid, stuffed and repeated
+    sentences, completions with extra tags. Returns ``{"text", "hacked", "examples", "table"}``; ``hacked`` is
+    read from the numbers (more than 5 % of sentences stuffed or repeated, or more than 5 % of completions with
+    extra tags, and more so than the good arm), ``examples`` are whole completions that show it."""
+    from erv_lab.diagnostics import text_stats
+
+    def last(rows):
+        steps = sorted({r["step"] for r in rows})[-last_steps:]
+        return [r for r in rows if r["step"] in steps]
+
+    table = {}
+    for name, rows in (("good", last(good)), ("lesson", last(lesson))):
+        texts = [r["completion"] for r in rows]
+        st = text_stats(texts) if texts else {}
+        paid = [r["reward/explanation"] for r in rows if r.get("reward/explanation") is not None]
+        table[name] = {"completions": len(texts), "explanation_reward": sum(paid) / len(paid) if paid else None,
+                       "stuffed_or_repeated": st.get("stuffed_sentence_share", 0) + st.get("repeated_sentence_share", 0),
+                       "extra_tags": sum(map(_extra_tags, texts)) / len(texts) if texts else 0.0,
+                       "distinct_2": st.get("distinct_2")}
+    g, s = table["good"], table["lesson"]
+    signs = []
+    if s["stuffed_or_repeated"] > 0.05 and s["stuffed_or_repeated"] > 2 * g["stuffed_or_repeated"]:
+        signs.append(f"{100 * s['stuffed_or_repeated']:.0f} % of its sentences are stuffed or repeated "
+                     f"(good arm: {100 * g['stuffed_or_repeated']:.0f} %)")
+    if s["extra_tags"] > 0.05 and s["extra_tags"] > 2 * g["extra_tags"]:
+        signs.append(f"{100 * s['extra_tags']:.0f} % of its completions carry extra tags "
+                     f"(good arm: {100 * g['extra_tags']:.0f} %)")
+    paid = "" if s["explanation_reward"] is None or g["explanation_reward"] is None else (
+        f" It was paid an explanation reward of {s['explanation_reward']:.3f} against the good arm's "
+        f"{g['explanation_reward']:.3f} over its last {last_steps} logged steps.")
+    if signs:
+        text = "This lesson run **hacked** the reward: " + "; ".join(signs) + "." + paid
+    else:
+        text = ("This lesson run shows **no sign of hacking** in its last logged completions: "
+                f"{100 * s['stuffed_or_repeated']:.0f} % stuffed or repeated sentences (good arm "
+                f"{100 * g['stuffed_or_repeated']:.0f} %), {100 * s['extra_tags']:.0f} % with extra tags (good arm "
+                f"{100 * g['extra_tags']:.0f} %)." + paid + " Removing the guards makes a hack possible; this run "
+                "did not find one.")
+    examples = [r["completion"] for r in last(lesson) if _extra_tags(r["completion"])][:3]
+    if not examples and signs:
+        from erv_lab.labels import split_sentences
+        from erv_lab.rewards import parse_completion, stuffing_reason
+
+        for r in last(lesson):
+            sents = split_sentences(parse_completion(r["completion"])[0] or "")
+            if any(stuffing_reason(x, sents[:i]) for i, x in enumerate(sents)):
+                examples.append(r["completion"])
+            if len(examples) == 3:
+                break
+    return {"text": text, "hacked": bool(signs), "examples": examples, "table": table}
+
+
+def beside_shipped(results: dict, shipped: dict, seeds: dict | None = None, protocol: str = "sample") -> str:
+    """This run's ERV minus baseline next to the shipped run's and the training-seed spread (``seeds.json``):
+    a Markdown table and a sentence per metric saying whether this run falls inside the range seen so far."""
+    head = results.get("protocol", {}).get("judge")
+    mine = results.get("erv_minus_baseline", {}).get(protocol, {})
+    theirs = shipped.get("erv_minus_baseline", {}).get(protocol, {})
+    spread = ((seeds or {}).get(protocol) or {}).get(head, {})
+    rows, said = [], []
+    for k in ("EEA", "EPC", "UAR"):
+        if k not in mine:
+            continue
+        m = round(100 * mine[k]["value"], 1)  # seeds.json holds points to one decimal
+        t = round(100 * theirs[k]["value"], 1) if k in theirs else None
+        s = spread.get(k)
+        seen = s and list(s["per_seed"].values())
+        rows.append(f"| {k} | {m:+.1f} | " + ("–" if t is None else f"{t:+.1f}") + " | "
+                    + ("–" if not seen else f"{min(seen):+.1f} … {max(seen):+.1f} ({len(seen)} seeds)") + " | "
+                    + ("–" if t is None else f"{m - t:+.1f}") + " |")
+        if seen:
+            lo, hi = min(seen), max(seen)
+            where = "inside" if lo <= m <= hi else "above" if m > hi else "below"
+            said.append(f"{k} {m:+.1f} is {where} the range of the shipped seeds ({lo:+.1f} … {hi:+.1f})")
+    if not rows:
+        return f"No ERV minus baseline ({protocol}) to compare."
+    table = ["| ERV − baseline, points | this run | shipped run | shipped seeds | this − shipped |",
+             "|---|---|---|---|---|", *rows]
+    note = ("; ".join(said) + ". The seeds' range is what training seeds alone moved on the machine that made "
+            "the shipped run; another CPU type or library version can move a run further.") if said else ""
+    return f"**Your run beside the shipped one** ({protocol}, judge {head}):\n\n" + "\n".join(table) + \
+        ("\n\n" + note if note else "") + "\n"

@@ -1,0 +1,104 @@
+"""Readings are computed from the run: hand-made results where the goal is met, missed, or unreadable."""
+import json
+
+from erv_lab import readings as R
+from erv_lab.paths import REFERENCE_DIR
+
+
+def _arm(eea, epc, uar, ci=0.1):
+    return {"EEA": eea, "EPC": epc, "UAR": uar, "FCR": eea,
+            "ci": {"EEA": [eea - ci, eea + ci], "EPC": [epc - ci, epc + ci], "UAR": [uar - ci, uar + ci]}}
+
+
+def _results(b, e, paired_eea=(0.2, 0.1, 0.3)):
+    v, lo, hi = paired_eea
+    diff = {"EEA": {"value": v, "low": lo, "high": hi}, "EPC": {"value": e["EPC"] - b["EPC"], "low": 0.01, "high": 0.3},
+            "UAR": {"value": e["UAR"] - b["UAR"], "low": -0.05, "high": 0.05}}
+    return {"sft": _arm(0.5, 0.5, 0.8), "baseline": b, "erv": e, "erv_minus_baseline": {"sample": diff},
+            "protocol": {"judge": "zeroshot-minilm"}}
+
+
+def test_a_met_goal_reads_met_with_its_numbers():
+    r = _results(_arm(0.50, 0.50, 0.80), _arm(0.70, 0.70, 0.81))
+    text = R.goal(r, "sample")
+    assert "**met**" in text and "EEA +20.0" in text and "EPC +20.0" in text and "UAR +1.0" in text
+
+
+def test_a_small_real_gain_reads_not_met_and_says_what_next():
+    r = _results(_arm(0.50, 0.50, 0.80), _arm(0.58, 0.70, 0.80), paired_eea=(0.08, 0.02, 0.14))
+    text = R.goal(r, "sample")
+    assert "**not met**" in text and "(EEA missed)" in text and "beyond noise but by less than the goal" in text
+
+
+def test_no_gain_reads_not_met_and_points_at_the_curves():
+    r = _results(_arm(0.50, 0.50, 0.80), _arm(0.52, 0.52, 0.70), paired_eea=(0.02, -0.05, 0.09))
+    text = R.goal(r, "sample")
+    assert "EEA, EPC, UAR missed" in text and "did not raise EEA beyond noise" in text and "β" in text
+
+
+def test_the_difference_says_where_its_interval_lies():
+    r = _results(_arm(0.5, 0.5, 0.8), _arm(0.7, 0.7, 0.8), paired_eea=(0.2, 0.1, 0.3))
+    text = R.difference(r, "sample")
+    assert "EEA +20.0 [+10.0, +30.0] (above 0)" in text and "UAR +0.0 [-5.0, +5.0] (includes 0)" in text
+
+
+def test_arms_against_the_sft_model_read_small_moves_as_the_same():
+    r = _results(_arm(0.51, 0.40, 0.80), _arm(0.70, 0.70, 0.80))
+    base, erv = R.arm_vs_sft(r, "sample")
+    assert "EEA 50.0 → 51.0 (+1.0, about the same)" in base and "EPC 50.0 → 40.0 (-10.0, lower)" in base
+    assert erv.startswith("ERV vs the SFT model") and "(+20.0, higher)" in erv
+
+
+def test_zero_spread_and_training_read_the_logs():
+    hist = {"baseline": [{"step": i, "frac_reward_zero_std": 0.5, "rewards/explanation/mean": 0.6} for i in range(4)],
+            "erv": [{"step": i, "frac_reward_zero_std": 0.1, "rewards/explanation/mean": x}
+                    for i, x in enumerate((0.5, 0.5, 0.5, 0.9, 0.9, 0.9))]}
+    assert R.zero_spread(hist).endswith("baseline 50 %, ERV 10 %.")
+    text = R.training(hist)
+    assert "baseline 0.600 → 0.600 (about the same)" in text and "ERV 0.500 → 0.900 (higher)" in text
+    assert R.zero_spread({"erv": [{}]}) is None
+
+
+def test_the_hacking_reading_fires_on_stuffing_and_stays_quiet_on_prose():
+    prose = "<think>Her eyes fill with tears. She looks down at her hands.</think>\n<answer>sad</answer>"
+    stuffed = "<think>Sad sad sad sad. Sad sad sad sad.</think>\n<answer>sad</answer></think><answer>sad</answer>"
+    good = [{"step": s, "completion": prose, "reward/explanation": 0.5} for s in range(4)]
+    bad = [{"step": s, "completion": stuffed, "reward/explanation": 1.0} for s in range(4)]
+    hot = R.hacking(good, bad)
+    assert hot["hacked"] and "**hacked**" in hot["text"] and hot["examples"] == [stuffed] * 3
+    calm = R.hacking(good, good)
+    assert not calm["hacked"] and "no sign of hacking" in calm["text"] and calm["examples"] == []
+
+
+def test_your_run_beside_the_shipped_one_places_it_in_the_seed_range():
+    shipped = json.loads((REFERENCE_DIR / "results.json").read_text())
+    seeds = json.loads((REFERENCE_DIR / "seeds.json").read_text())
+    head = shipped["protocol"]["judge"]
+    hi = max(seeds["sample"][head]["EEA"]["per_seed"].values())
+    mine = json.loads(json.dumps(shipped))
+    mine["erv_minus_baseline"]["sample"]["EEA"]["value"] = (hi + 5) / 100
+    text = R.beside_shipped(mine, shipped, seeds)
+    assert f"EEA {hi + 5:+.1f} is above the range" in text
+    assert "is inside the range" in R.beside_shipped(shipped, shipped, seeds)  # the shipped run is one of its seeds
+
+
+def test_the_shipped_run_reads_without_error():
+    from erv_lab import curves
+
+    shipped = json.loads((REFERENCE_DIR / "results.json").read_text())
+    text = R.discussion(shipped, curves.arm_histories(REFERENCE_DIR))
+    assert text.count("Goal (") == len(R.protocols(shipped)) and "κ" in text and "cue the clip does not have" in text
+
+
+def test_training_md_quotes_the_shipped_lesson_reading():
+    from pathlib import Path
+
+    from erv_lab import curves
+
+    h = R.hacking(curves.read_completions(REFERENCE_DIR, "erv"), curves.read_completions(REFERENCE_DIR, "erv-degenerate"))
+    text = (Path(__file__).resolve().parents[1] / "docs" / "TRAINING.md").read_text(encoding="utf-8")
+    s, g = h["table"]["lesson"], h["table"]["good"]
+    quoted = [f"{100 * s['stuffed_or_repeated']:.0f} % stuffed or repeated", f"{s['explanation_reward']:.3f} against the "
+              f"good arm's {g['explanation_reward']:.3f}"]
+    assert all(q in text for q in quoted), quoted
+    assert ("does not" in text.split("`readings.hacking`")[1][:40]) == (not h["hacked"])
