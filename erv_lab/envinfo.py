@@ -98,6 +98,24 @@ def env_report() -> dict:
     }
 
 
+def stack_differences() -> list[str]:
+    """The packages whose installed version differs from the shipped run's (``reference_run/stack.json``, the
+    pins of requirements/constraints.txt), as ``"torch 2.14.1 (shipped run: 2.13.0)"``; ``[]`` when all match."""
+    import json
+
+    from erv_lab.paths import REFERENCE_DIR
+
+    f = REFERENCE_DIR / "stack.json"
+    if not f.exists():
+        return []
+    out = []
+    for name, pinned in json.loads(f.read_text())["versions"].items():
+        have = _version(name).split("+")[0]
+        if have != pinned:
+            out.append(f"{name} {have} (shipped run: {pinned})")
+    return out
+
+
 def print_env() -> dict:
     rep = env_report()
     print(f"python {rep['python']} on {rep['platform']}")
@@ -111,4 +129,10 @@ def print_env() -> dict:
     off = rep["offline"]
     mode = "offline" if all(v == "1" for v in off.values()) else "online allowed"
     print(f"hub: {mode} (" + ", ".join(f"{k}={v or 'unset'}" for k, v in off.items()) + ")")
+    diff = stack_differences()
+    if diff:
+        print("note: this stack differs from the one that made the shipped run: " + ", ".join(diff) + ". Your "
+              "numbers will differ from erv_lab/reference_run/ (so do another CPU type's); notebook 06 sets your "
+              "run beside the shipped one and its seed spread. `pip install -c requirements/constraints.txt -e .` "
+              "installs the shipped stack.")
     return rep

@@ -95,3 +95,24 @@ def test_installed_versions_match_the_pins():
         except PackageNotFoundError:  # pragma: no cover - make test always installs them
             raise AssertionError(f"{name} is not installed")
         assert installed.split("+")[0] == pins[name], f"{name} {installed} installed, {pins[name]} pinned"
+
+
+def test_the_shipped_runs_stack_is_the_pins():
+    import json
+
+    from erv_lab.paths import REFERENCE_DIR
+
+    shipped = json.loads((REFERENCE_DIR / "stack.json").read_text())["versions"]
+    pins = _constraints()
+    assert shipped and all(pins[_norm(name)] == version for name, version in shipped.items()), \
+        {n: (v, pins.get(_norm(n))) for n, v in shipped.items() if pins.get(_norm(n)) != v}
+
+
+def test_a_stack_that_differs_from_the_shipped_run_is_named(monkeypatch, capsys):
+    from erv_lab import envinfo
+
+    real = envinfo._version
+    monkeypatch.setattr(envinfo, "_version", lambda name: "9.9.9" if name == "torch" else real(name))
+    assert any(d.startswith("torch 9.9.9 (shipped run: ") for d in envinfo.stack_differences())
+    envinfo.print_env()
+    assert "differs from the one that made the shipped run: torch 9.9.9" in capsys.readouterr().out
