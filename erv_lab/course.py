@@ -17,7 +17,7 @@ from nbclient.exceptions import CellExecutionError
 from tqdm.auto import tqdm
 
 from erv_lab.config import load_config, run_dir
-from erv_lab.notebook_tools import inject_parameters, numbered_notebooks
+from erv_lab.notebook_tools import drop_frozen_bars, inject_parameters, numbered_notebooks
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "TOKENIZERS_PARALLELISM": "false"}
@@ -48,10 +48,12 @@ def run_notebook(path: Path, params: dict, out_path: Path, timeout: int = 1800) 
         client.execute()
     except CellExecutionError as exc:
         out_path.parent.mkdir(parents=True, exist_ok=True)
+        drop_frozen_bars(nb)
         nbformat.write(nb, out_path)
         raise NotebookFailed(path, _failing_cell(nb), str(exc)[-3000:]) from None
     finally:
         out_path.parent.mkdir(parents=True, exist_ok=True)
+        drop_frozen_bars(nb)  # live bars are widgets; saved, they would all read 0 %
         nbformat.write(nb, out_path)
     return time.perf_counter() - t0
 

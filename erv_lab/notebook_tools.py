@@ -133,6 +133,25 @@ def strip_outputs(nb: nbformat.NotebookNode) -> bool:
     return changed
 
 
+_BAR = re.compile(r"\d+%\|")
+
+
+def drop_frozen_bars(nb: nbformat.NotebookNode) -> int:
+    """Remove the progress-bar widgets of an executed notebook; returns how many. A tqdm bar in a notebook is an
+    ipywidget: its live state is not saved, only its first text (``0%|          | 0/224``), so a saved notebook
+    would show every bar frozen at 0 %. The bars were there while it ran; the text they end on is printed by the
+    code itself where it matters (kept counts, timings)."""
+    dropped = 0
+    for cell in nb.cells:
+        outs = cell.get("outputs", [])
+        keep = [o for o in outs if not ("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+                                        and _BAR.search(o.get("data", {}).get("text/plain", "")))]
+        dropped += len(outs) - len(keep)
+        if len(keep) != len(outs):
+            cell["outputs"] = keep
+    return dropped
+
+
 OUTSIDE_REFERENCES = ((r"\bissues?\b", "the project's issue tracker"), (r"\.\./shared", "a folder outside the repository"),
                       (r"ERV_METHOD\.md|STACK\.md|DATASETS\.md", "a file outside the repository (docs/METHOD.md is inside)"))
 

@@ -218,32 +218,50 @@ def training_curves(histories: dict[str, list[dict]], keys: Sequence[str], fig=N
     return fig
 
 
-def live_curves(keys: Sequence[str], name: str = "run", min_seconds: float = 10.0) -> Callable:
+class LiveCurves:
     """An ``on_log`` hook that redraws ``keys`` in the notebook at a logging step, at most once every
     ``min_seconds`` (a redraw costs about half a second of training). It takes one run's history
     (``ensure_sft`` / ``ensure_grpo``) or ``{name: history}`` for several runs side by side (``run_arms``). The
-    figure is updated in place (a display handle), so progress bars in the same cell stay visible. Draw the
-    final curves with :func:`training_curves` after training."""
-    import matplotlib.pyplot as plt
-    from IPython.display import display
+    figure is updated in place (a display handle); :meth:`final` draws the finished curves into the same place,
+    so a cell shows one figure, not the live one and then a second."""
 
-    fig = plt.figure(figsize=(4 * len(keys), 3))
-    plt.close(fig)
-    last, handle = [-float("inf")], [None]
+    def __init__(self, keys: Sequence[str], name: str = "run", min_seconds: float = 10.0):
+        import matplotlib.pyplot as plt
 
-    def hook(history):
-        if time.monotonic() - last[0] < min_seconds:
-            return
-        runs = history if isinstance(history, dict) else {name: history}
-        present = [k for k in keys if any(k in r for h in runs.values() for r in h)]
-        training_curves(runs, present or keys[:1], fig)
-        if handle[0] is None:
-            handle[0] = display(fig, display_id=True)
+        self.keys, self.name, self.min_seconds = list(keys), name, min_seconds
+        self.fig = plt.figure(figsize=(4 * len(self.keys), 3))
+        plt.close(self.fig)  # shown through the handle only, never again by the inline backend
+        self.handle, self.last = None, -float("inf")
+
+    def _show(self, runs: dict) -> None:
+        from IPython.display import display
+
+        present = [k for k in self.keys if any(k in r for h in runs.values() for r in h)]
+        self.fig.set_size_inches(4 * max(len(present), 1), 3)
+        self.fig.clear()
+        training_curves(runs, present or self.keys[:1], self.fig)
+        if self.handle is None:
+            self.handle = display(self.fig, display_id=True)
         else:
-            handle[0].update(fig)
-        last[0] = time.monotonic()
+            self.handle.update(self.fig)
 
-    return hook
+    def __call__(self, history) -> None:
+        if time.monotonic() - self.last < self.min_seconds:
+            return
+        self._show(history if isinstance(history, dict) else {self.name: history})
+        self.last = time.monotonic()
+
+    def final(self, runs: dict, keys: Sequence[str] | None = None):
+        """The finished curves of ``runs`` (``{name: history}``) in the live figure's place; returns the figure."""
+        if keys is not None:
+            self.keys = list(keys)
+        self._show(runs)
+        return self.fig
+
+
+def live_curves(keys: Sequence[str], name: str = "run", min_seconds: float = 10.0) -> LiveCurves:
+    """:class:`LiveCurves` (the ``on_log`` hook of ``ensure_sft`` / ``ensure_grpo`` / ``run_arms``)."""
+    return LiveCurves(keys, name, min_seconds)
 
 
 REWARD_KEYS = ("rewards/format/mean", "rewards/accuracy/mean", "rewards/explanation/mean", "completions/mean_length")

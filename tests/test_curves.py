@@ -64,3 +64,19 @@ def test_live_curves_update_one_figure_in_place_and_throttles(monkeypatch):
     hook({"baseline": hist, "erv": hist})
     hook({"baseline": hist, "erv": hist})
     assert calls == ["display", "display", "update"]
+
+
+def test_live_curves_end_as_one_figure(monkeypatch):
+    shown = []
+
+    class Handle:
+        def update(self, fig):
+            shown.append(("update", len(fig.axes)))
+
+    monkeypatch.setattr("IPython.display.display", lambda fig, display_id=None: shown.append(("new", len(fig.axes)))
+                        or Handle())
+    live = PL.live_curves(["loss", "kl"], min_seconds=0)
+    hist = [{"step": 1, "loss": 1.0, "kl": 0.0}, {"step": 2, "loss": 0.5, "kl": 0.1}]
+    live(hist)
+    fig = live.final({"run": hist})
+    assert shown == [("new", 2), ("update", 2)] and fig is live.fig  # drawn once, then updated in place

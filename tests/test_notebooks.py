@@ -68,3 +68,20 @@ def test_the_convention_check_refuses_prose_that_asserts_a_result():
     ideas = ["The ERV reward pays for sentences that express the ground-truth emotion.",
              "Read the paired interval of the difference: the goal line says whether this run shows it."]
     assert result_claims(" ".join(ideas)) == []
+
+
+def test_saved_notebooks_keep_no_progress_bar_frozen_at_zero():
+    from erv_lab.notebook_tools import drop_frozen_bars
+
+    def widget(text):
+        return nbformat.v4.new_output("display_data", data={
+            "application/vnd.jupyter.widget-view+json": {"model_id": "x", "version_major": 2, "version_minor": 0},
+            "text/plain": text})
+
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [widget("clips (train):   0%|          | 0/224 [00:00<?, ?it/s]"),
+                    nbformat.v4.new_output("stream", name="stdout", text="kept 224 clips\n"),
+                    widget("IntSlider(value=0)")]
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    assert drop_frozen_bars(nb) == 1
+    assert [o.get("text") or o["data"]["text/plain"] for o in cell.outputs] == ["kept 224 clips\n", "IntSlider(value=0)"]

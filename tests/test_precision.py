@@ -240,3 +240,33 @@ def test_only_the_optional_kernel_note_of_bitsandbytes_is_dropped(caplog):
         logger.error(erv_lab.NOISE_PREFIX.upper())
     assert [r.getMessage() for r in caplog.records] == ["Failed to load something else",
                                                         erv_lab.NOISE_PREFIX.upper()]
+
+
+# ---------------------------------------------------------------- notebook outputs
+def test_a_notebook_trainer_shows_one_line_instead_of_a_table(qlora_sft):
+    from transformers.utils.notebook import NotebookProgressCallback
+
+    _, trainer, _, _ = qlora_sft
+    trainer.add_callback(NotebookProgressCallback)  # what the Trainer picks inside Jupyter
+    T.notebook_progress(trainer, "sft")
+    kinds = [type(cb) for cb in trainer.callback_handler.callbacks]
+    assert NotebookProgressCallback not in kinds and T.StepLine in kinds
+
+
+def test_the_step_line_reads_rate_and_time_left():
+    line = T.StepLine("sft")
+    assert line.text(0, 336, 0.0) == "sft: step 0 / 336 (0 %)"
+    assert line.text(120, 336, 72.0) == "sft: step 120 / 336 (36 %) · 0.60 s/step · about 2 min left"
+    assert line.text(336, 336, 201.6, done=True) == "sft: step 336 / 336 (100 %) · done, 336 steps in 202 s (0.60 s/step)"
+    line.step0 = 100  # resumed from a checkpoint: the rate counts this run's steps only
+    assert line.text(110, 336, 10.0).endswith("1.00 s/step · about 4 min left")
+
+
+def test_trainer_configs_build_without_deprecation_warnings(tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        sft = T.sft_args(load_config("smoke"), tmp_path / "sft")
+        grpo = T.grpo_args(load_config("colab-t4"), tmp_path / "grpo")
+    assert sft.gradient_checkpointing is True and grpo.gradient_checkpointing is True  # the values are kept
