@@ -125,7 +125,8 @@ def agreement(results: dict) -> str | None:
     """How the headline judge agrees with each other reading (Cohen's κ on the ERV arm's rationales)."""
     head = results.get("protocol", {}).get("judge")
     kap = (results.get("erv") or {}).get("kappa") or {}
-    pairs = {p: v["kappa"] for p, v in kap.items() if head and p.startswith(head + " vs ")}
+    pairs = {p: v["kappa"] for p, v in kap.items() if head and p.startswith(head + " vs ")
+             and isinstance(v.get("kappa"), (int, float)) and v["kappa"] == v["kappa"]}  # NaN where undefined
     if not pairs:
         return None
     parts = [f"{p.split(' vs ', 1)[1]} κ {v:.2f}" for p, v in sorted(pairs.items(), key=lambda x: -x[1])]
@@ -136,20 +137,23 @@ def agreement(results: dict) -> str | None:
         f"; agreement is {word}."
 
 
+def _pct(v) -> str:
+    return "–" if v is None else f"{100 * v:.1f} %"
+
+
 def grounding(results: dict) -> str | None:
     """Absent-cue sentences and grounded cues per arm: does a coherent rationale also describe the clip?"""
     g = {a: results[a]["grounding"] for a in ARMS if (results.get(a) or {}).get("grounding")}
-    if len(g) < 2:
+    if len(g) < 2 or all(v.get("absent_cue_sentence_share") is None for v in g.values()):
         return None
-    parts = [f"{NAMES[a]} {100 * v['absent_cue_sentence_share']:.1f} %" for a, v in g.items()]
+    parts = [f"{NAMES[a]} {_pct(v.get('absent_cue_sentence_share'))}" for a, v in g.items()]
     out = "Sentences describing a cue the clip does not have: " + ", ".join(parts) + "."
-    if "erv" in g and "baseline" in g:
-        d = 100 * (g["erv"]["absent_cue_sentence_share"] - g["baseline"]["absent_cue_sentence_share"])
+    e, b = g.get("erv", {}), g.get("baseline", {})
+    if e.get("absent_cue_sentence_share") is not None and b.get("absent_cue_sentence_share") is not None:
+        d = 100 * (e["absent_cue_sentence_share"] - b["absent_cue_sentence_share"])
         than = "as" if _move(d) == "about the same" else "than"
         out += f" ERV's share is {_move(d)} {than} the baseline's ({d:+.1f} points; no interval is computed for it)."
-        e, b = g["erv"], g["baseline"]
-        out += (f" Grounded cue rate: baseline {100 * b['grounded_cue_rate']:.1f} %, ERV "
-                f"{100 * e['grounded_cue_rate']:.1f} %.")
+        out += f" Grounded cue rate: baseline {_pct(b.get('grounded_cue_rate'))}, ERV {_pct(e.get('grounded_cue_rate'))}."
     return out
 
 
@@ -233,10 +237,10 @@ def beside_shipped(results: dict, shipped: dict, seeds: dict | None = None, prot
     spread = ((seeds or {}).get(protocol) or {}).get(head, {})
     rows, said = [], []
     for k in ("EEA", "EPC", "UAR"):
-        if k not in mine:
+        if mine.get(k, {}).get("value") is None:
             continue
         m = round(100 * mine[k]["value"], 1)  # seeds.json holds points to one decimal
-        t = round(100 * theirs[k]["value"], 1) if k in theirs else None
+        t = round(100 * theirs[k]["value"], 1) if theirs.get(k, {}).get("value") is not None else None
         s = spread.get(k)
         seen = s and list(s["per_seed"].values())
         rows.append(f"| {k} | {m:+.1f} | " + ("–" if t is None else f"{t:+.1f}") + " | "

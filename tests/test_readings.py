@@ -102,3 +102,15 @@ def test_training_md_quotes_the_shipped_lesson_reading():
               f"good arm's {g['explanation_reward']:.3f}"]
     assert all(q in text for q in quoted), quoted
     assert ("does not" in text.split("`readings.hacking`")[1][:40]) == (not h["hacked"])
+
+
+def test_readings_of_a_run_with_missing_values_do_not_fail():
+    """The smoke preset's run: few clips, grounding without sentences, no greedy block, no logs."""
+    r = _results(_arm(0.5, 0.5, 0.8), _arm(0.5, 0.5, 0.8))
+    for arm in ("sft", "baseline", "erv"):
+        r[arm]["grounding"] = {"absent_cue_sentence_share": None, "grounded_cue_rate": None}
+    assert R.grounding(r) is None
+    r["erv"]["grounding"] = {"absent_cue_sentence_share": 0.1, "grounded_cue_rate": None}
+    assert "ERV 10.0 %" in R.grounding(r) and "baseline –" in R.grounding(r)
+    r["erv"]["EEA"] = None
+    assert "cannot be read" in R.goal(r) and R.discussion(r, {})
