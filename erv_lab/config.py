@@ -131,8 +131,9 @@ class GRPOConfig:
                              "the optimisation step still sees prompts_per_step x G completions")
     gradient_checkpointing: bool = _f(False, "recompute activations during backward: less GPU memory, slower")
     disable_dropout: bool = _f(False, "turn dropout off in the policy (and reference) during GRPO, as TRL advises")
-    degenerate_lesson: bool = _f(False, "notebook 05 also trains the reward-hacking lesson run (the paper's lazy "
-                                        "format check, no KL, lr 3e-4); otherwise it shows the shipped one")
+    degenerate_lesson: bool = _f(False, "notebook 05 also trains the reward-hacking lesson run (the recipe without "
+                                        "the guards: lazy format check, no anti-stuffing, no KL, the paper's loss, "
+                                        "10x the lr; train.degenerate_config); otherwise it shows the shipped one")
     loss_type: str = _f("dapo", "TRL loss normalisation: grpo = per-sequence token mean (the paper), dapo = "
                                 "token-level over the batch (TRL's default), dr_grpo, bnpo")
     seed: int = _f(0, "seed shared by both arms")

@@ -114,6 +114,51 @@ def arm_diagnostics(records: Sequence[dict], metrics: dict | None = None, histor
     return out
 
 
+def lesson_records(run_dir, arm: str, last_steps: int = 3, first: bool = False) -> list[dict]:
+    """The ``completions.jsonl`` rows of ``run_dir/<arm>`` from its last ``last_steps`` logged steps (its
+    first ones with ``first=True``), each with its ``think`` text added (what ``flag_hacking`` quotes)."""
+    from erv_lab.curves import read_completions
+
+    rows = read_completions(run_dir, arm)
+    steps = sorted({r["step"] for r in rows})
+    keep = set(steps[:last_steps] if first else steps[-last_steps:])
+    return [{**r, "think": parse_completion(r["completion"])[0] or ""} for r in rows if r["step"] in keep]
+
+
+def lesson_diagnostics(run_dir, arm: str, last_steps: int = 3, first: bool = False) -> dict:
+    """:func:`arm_diagnostics` for a GRPO run that was never evaluated, such as notebook 05's reward-hacking
+    lesson (``arm="erv-degenerate"``): text statistics of its last ``last_steps`` logged training completions
+    (:func:`lesson_records`; ``first=True``: its first ones, a reference a few steps from the SFT model), the
+    explanation reward paid on them, the share that passes the strict format check and the share with more
+    than one tag of a kind, and its log history's length drift and explanation-reward trend. No judge reads
+    training completions, so ``judge_EEA``, ``reward_judge_gap`` and ``verifier_neutral_share`` are None.
+
+        run = REFERENCE_DIR
+        flag_hacking(lesson_diagnostics(run, "erv-degenerate"), lesson_diagnostics(run, "erv", first=True),
+                     lesson_records(run, "erv-degenerate"))["flagged"]   # True; the same for "erv": False
+    """
+    from pathlib import Path
+
+    from erv_lab.curves import read_log_history
+    from erv_lab.rewards import is_well_formatted
+
+    rows = lesson_records(run_dir, arm, last_steps, first)
+    texts = [r["completion"] for r in rows]
+    out = text_stats(texts)
+    paid = [r["reward/explanation"] for r in rows if r.get("reward/explanation") is not None]
+    out.update(verifier_neutral_share=None, judge_EEA=None, reward_judge_gap=None,
+               explanation_reward=sum(paid) / len(paid) if paid else None,
+               strict_format_share=sum(is_well_formatted(t, strict=True) for t in texts) / len(texts) if texts else None,
+               extra_tag_share=sum(any(t.count(tag) > 1 for tag in ("<think>", "</think>", "<answer>", "</answer>"))
+                                   for t in texts) / len(texts) if texts else None,
+               steps=sorted({r["step"] for r in rows}))
+    log = Path(run_dir) / arm / "log_history.json"
+    history = read_log_history(log.parent) if log.exists() else []
+    out["length"] = length_drift(history)
+    out["train_explanation_reward"] = reward_trend(history)
+    return out
+
+
 def flag_hacking(diag: dict, reference: dict | None = None, records: Sequence[dict] = (),
                  max_examples: int = 3) -> dict:
     """Does this arm's explanation reward look bought by stuffing or repetition?

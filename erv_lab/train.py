@@ -463,11 +463,18 @@ def quick_eval(model, processor, ds, audio, n: int | None = None, max_new_tokens
 
 
 def degenerate_config(cfg):
-    """The prototype's first, degenerate recipe: the paper's lazy format regex, no anti-stuffing guard,
-    no KL (beta 0) and lr 3e-4. Used to show reward hacking (notebook 05)."""
+    """The recipe without the guards, used to show reward hacking (notebook 05): the paper's lazy format
+    regex, no anti-stuffing guard, the paper's per-sequence loss (``loss_type="grpo"``; the course arms use
+    TRL's ``dapo``), no KL (beta 0), ten times the preset's GRPO learning rate (1e-3 on cpu-tiny) and 11/6 of
+    its steps (110 on cpu-tiny, about 2 minutes on 2 cores). Rewards, weights, G and temperature are the
+    preset's. On cpu-tiny the policy then writes emotion-word soup (``"raised raised ... fear fear"``): the
+    explanation reward pays it as much as the good arm's prose while most of its sentences are stuffed
+    (docs/TRAINING.md). The prototype's lr 3e-4 with the course's loss did not hack in 60 steps."""
     import copy
 
     bad = copy.deepcopy(cfg)
     bad.reward.strict_format, bad.reward.anti_stuffing = False, False
-    bad.grpo.beta, bad.grpo.learning_rate = 0.0, 3e-4
+    bad.grpo.beta, bad.grpo.learning_rate, bad.grpo.loss_type = 0.0, float(f"{10 * cfg.grpo.learning_rate:.3g}"), "grpo"
+    if cfg.grpo.max_steps > 0:
+        bad.grpo.max_steps = round(cfg.grpo.max_steps * 11 / 6)
     return bad
