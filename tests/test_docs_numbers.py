@@ -78,3 +78,13 @@ def test_the_quoted_seconds_per_step_are_the_measured_ones(rel, phases):
     for phase in phases.split():
         quoted = f"{doc[phase]['s_per_step']:.{digits[phase]}f} s"
         assert quoted in text, f"{rel} does not quote {phase}'s {quoted!r} per step from {MEASUREMENT.name}"
+
+
+def test_the_readme_quotes_the_numerics_comparison_as_measured():
+    avx2 = json.loads((REFERENCE_DIR / "numerics-avx2.json").read_text())
+    shipped = json.loads(RESULTS.read_text())
+    head = shipped["protocol"]["judge"]
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    mine = ", ".join(f"{m} {avx2['sample'][head][m]['per_seed']['0']:+.1f}" for m in ("EEA", "EPC", "UAR"))
+    theirs = ", ".join(f"{100 * shipped['erv_minus_baseline']['sample'][m]['value']:+.1f}" for m in ("EEA", "EPC", "UAR"))
+    assert f"ERV minus baseline {mine}" in text and f"against the shipped {theirs}" in text
