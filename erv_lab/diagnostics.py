@@ -114,15 +114,42 @@ def arm_diagnostics(records: Sequence[dict], metrics: dict | None = None, histor
     return out
 
 
+TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+
+
+def has_extra_tags(text: str) -> bool:
+    """More than one tag of a kind (the lazy format check pays ``</think><answer> sad </think>...``)."""
+    return any(text.count(tag) > 1 for tag in TAGS)
+
+
+def at_steps(rows: Sequence[dict], last_steps: int = 3, first: bool = False) -> list[dict]:
+    """The logged GRPO completion rows of the last ``last_steps`` logged steps (the first ones with ``first``)."""
+    steps = sorted({r["step"] for r in rows})
+    keep = set(steps[:last_steps] if first else steps[-last_steps:])
+    return [r for r in rows if r["step"] in keep]
+
+
+def completion_stats(rows: Sequence[dict]) -> dict:
+    """:func:`text_stats` of logged completion rows, plus the explanation reward paid on them, the share that
+    passes the strict format check and the share with extra tags."""
+    from erv_lab.rewards import is_well_formatted
+
+    texts = [r["completion"] for r in rows]
+    out = text_stats(texts)
+    paid = [r["reward/explanation"] for r in rows if r.get("reward/explanation") is not None]
+    out.update(completions=len(texts), explanation_reward=sum(paid) / len(paid) if paid else None,
+               strict_format_share=sum(is_well_formatted(t, strict=True) for t in texts) / len(texts) if texts else None,
+               extra_tag_share=sum(map(has_extra_tags, texts)) / len(texts) if texts else 0.0)
+    return out
+
+
 def lesson_records(run_dir, arm: str, last_steps: int = 3, first: bool = False) -> list[dict]:
     """The ``completions.jsonl`` rows of ``run_dir/<arm>`` from its last ``last_steps`` logged steps (its
     first ones with ``first=True``), each with its ``think`` text added (what ``flag_hacking`` quotes)."""
     from erv_lab.curves import read_completions
 
-    rows = read_completions(run_dir, arm)
-    steps = sorted({r["step"] for r in rows})
-    keep = set(steps[:last_steps] if first else steps[-last_steps:])
-    return [{**r, "think": parse_completion(r["completion"])[0] or ""} for r in rows if r["step"] in keep]
+    return [{**r, "think": parse_completion(r["completion"])[0] or ""}
+            for r in at_steps(read_completions(run_dir, arm), last_steps, first)]
 
 
 def lesson_diagnostics(run_dir, arm: str, last_steps: int = 3, first: bool = False) -> dict:
@@ -140,17 +167,10 @@ def lesson_diagnostics(run_dir, arm: str, last_steps: int = 3, first: bool = Fal
     from pathlib import Path
 
     from erv_lab.curves import read_log_history
-    from erv_lab.rewards import is_well_formatted
 
     rows = lesson_records(run_dir, arm, last_steps, first)
-    texts = [r["completion"] for r in rows]
-    out = text_stats(texts)
-    paid = [r["reward/explanation"] for r in rows if r.get("reward/explanation") is not None]
+    out = completion_stats(rows)
     out.update(verifier_neutral_share=None, judge_EEA=None, reward_judge_gap=None,
-               explanation_reward=sum(paid) / len(paid) if paid else None,
-               strict_format_share=sum(is_well_formatted(t, strict=True) for t in texts) / len(texts) if texts else None,
-               extra_tag_share=sum(any(t.count(tag) > 1 for tag in ("<think>", "</think>", "<answer>", "</answer>"))
-                                   for t in texts) / len(texts) if texts else None,
                steps=sorted({r["step"] for r in rows}))
     log = Path(run_dir) / arm / "log_history.json"
     history = read_log_history(log.parent) if log.exists() else []
