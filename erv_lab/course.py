@@ -46,10 +46,7 @@ def run_notebook(path: Path, params: dict, out_path: Path, timeout: int = 1800) 
     t0 = time.perf_counter()
     try:
         client.execute()
-    except CellExecutionError as exc:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        drop_frozen_bars(nb)
-        nbformat.write(nb, out_path)
+    except CellExecutionError as exc:  # the executed copy is written by ``finally``
         raise NotebookFailed(path, _failing_cell(nb), str(exc)[-3000:]) from None
     finally:
         out_path.parent.mkdir(parents=True, exist_ok=True)

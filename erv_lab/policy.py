@@ -102,10 +102,17 @@ def clip_images(example: dict, audio="spectrogram", frames_per_image: int | None
     return [im.convert("RGB") for im in images]
 
 
+def image_count(example: dict, audio="spectrogram", frames_per_image: int | None = None) -> int:
+    """How many images :func:`clip_images` gives for ``example``, without building them (mosaics cost resizes)."""
+    k = frames_per_image if frames_per_image is not None else \
+        (1 if isinstance(audio, str) else getattr(audio, "frames_per_image", 1))
+    return -(-len(example["frames"]) // max(int(k or 1), 1)) + (_audio_mode(audio) == "spectrogram")
+
+
 def prompt_messages(example: dict, audio="spectrogram", frames_per_image: int | None = None) -> list[dict]:
     """Conversational prompt with one image placeholder per image of :func:`clip_images` (TRL fills them from
     ``images``). ``audio`` may be ``cfg.policy`` (see above)."""
-    n = len(clip_images(example, audio, frames_per_image))
+    n = image_count(example, audio, frames_per_image)
     content = [{"type": "image"} for _ in range(n)] + [{"type": "text", "text": prompt_text(example, audio)}]
     return [{"role": "user", "content": content}]
 

@@ -178,11 +178,9 @@ def hacking(good: Sequence[dict], lesson: Sequence[dict], last_steps: int = 3) -
     extra tags, and more so than the good arm), ``examples`` are whole completions that show it."""
     from erv_lab.diagnostics import at_steps, completion_stats, has_extra_tags
 
-    def last(rows):
-        return at_steps(rows, last_steps)
-
+    lesson_rows = at_steps(lesson, last_steps)
     table = {}
-    for name, rows in (("good", last(good)), ("lesson", last(lesson))):
+    for name, rows in (("good", at_steps(good, last_steps)), ("lesson", lesson_rows)):
         st = completion_stats(rows)
         table[name] = {"completions": st["completions"], "explanation_reward": st["explanation_reward"],
                        "stuffed_or_repeated": st["stuffed_sentence_share"] + st["repeated_sentence_share"],
@@ -206,12 +204,12 @@ def hacking(good: Sequence[dict], lesson: Sequence[dict], last_steps: int = 3) -
                 f"{100 * g['stuffed_or_repeated']:.0f} %), {100 * s['extra_tags']:.0f} % with extra tags (good arm "
                 f"{100 * g['extra_tags']:.0f} %)." + paid + " Removing the guards makes a hack possible; this run "
                 "did not find one.")
-    examples = [r["completion"] for r in last(lesson) if has_extra_tags(r["completion"])][:3]
+    examples = [r["completion"] for r in lesson_rows if has_extra_tags(r["completion"])][:3]
     if not examples and signs:
         from erv_lab.labels import split_sentences
         from erv_lab.rewards import parse_completion, stuffing_reason
 
-        for r in last(lesson):
+        for r in lesson_rows:
             sents = split_sentences(parse_completion(r["completion"])[0] or "")
             if any(stuffing_reason(x, sents[:i]) for i, x in enumerate(sents)):
                 examples.append(r["completion"])

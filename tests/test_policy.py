@@ -204,3 +204,11 @@ def test_training_rows_take_the_policy_config(make_clips):
     t4 = load_config("colab-t4").policy
     rows = T.policy_dataset(make_clips(n_per_class=1, num_frames=8, size=24).select(range(2)), t4, with_target=True)
     assert [len(r) for r in rows["images"]] == [3, 3] and rows[0]["prompt"][0]["content"] == P.INSTRUCTION
+
+
+def test_image_count_matches_the_images_without_building_them(make_clips):
+    ex = make_clips(n_per_class=1, num_frames=8)[0]
+    for pcfg in (load_config("cpu-tiny").policy, load_config("colab-t4").policy):
+        for audio in (pcfg, "spectrogram", "prosody", "none"):
+            assert P.image_count(ex, audio) == len(P.clip_images(ex, audio))
+    assert P.image_count(ex, "spectrogram", 4) == 3 and P.image_count(ex, "none", 4) == 2
