@@ -16,7 +16,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: course test test-gpu venv clean strip links reference browser help
+.PHONY: course test test-gpu venv venv-newest clean strip links reference browser help
 
 help:
 	@echo "make course   - run the whole course on the $(PRESET) preset (writes runs/$(PRESET)/)"
@@ -31,7 +31,22 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[dev]"
+	# trackio (the optional tracker, tested in make test) caps pillow<13 while the pins hold 13.0.0: its
+	# dependencies from the pins, then trackio itself without its cap (README, "trackio")
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt brotli gradio_client httpx orjson \
+		python-multipart starlette "uvicorn[standard]"
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt --no-deps trackio
 	touch $(STAMP)
+
+# The newest torch and transformers that pyproject.toml's ranges allow (everything else pinned), beside .venv: the
+# numerics set-up of scripts/spread.py that a learner who does not use the pins gets.
+NEWEST  ?= .venv-newest
+venv-newest:
+	test -x $(NEWEST)/bin/python || $(PY) -m venv $(NEWEST)
+	$(NEWEST)/bin/python -m pip install --quiet --upgrade pip
+	grep -v -E '^(torch|transformers)==' requirements/constraints.txt > $(NEWEST)/constraints-unpinned.txt
+	$(NEWEST)/bin/python -m pip install --quiet --upgrade -c $(NEWEST)/constraints-unpinned.txt -e ".[dev]" torch transformers
+	$(NEWEST)/bin/python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 
 course: $(STAMP)
 	$(BIN)/erv-lab course --preset $(PRESET) $(SET)
@@ -55,7 +70,7 @@ test-gpu: $(STAMP)
 
 reference: $(STAMP)
 	$(BIN)/erv-lab course --preset cpu-tiny --out runs/reference --reference --set "eval.extra_judges=[gemma]" \
-		--set grpo.degenerate_lesson=true $(SET)
+		--set grpo.degenerate_lesson=true --set sft.audio_ablation=true $(SET)
 
 links: $(STAMP)
 	$(BIN)/python -m erv_lab.notebook_tools links

@@ -16,23 +16,32 @@ _os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 
 def _quiet_known_noise() -> None:
-    """One message dropped, by its exact start, before bitsandbytes is imported: on a CPU with AVX512-BF16,
-    bitsandbytes looks for an optional faster 4-bit kernel on the Hub (the ``kernels`` package) and logs a
-    warning when it is absent, then uses its own kernel. erv-lab runs offline and never installs ``kernels``, so
-    the warning (printed once per process: seven times in a course) says nothing to do. Every other message of
-    that logger passes (tests/test_precision.py)."""
+    """Two messages dropped, each by its exact start on its own logger, before bitsandbytes is imported. On a CPU
+    with AVX512-BF16, bitsandbytes looks for an optional faster 4-bit kernel on the Hub (the ``kernels`` package)
+    and logs a warning when it is absent, then uses its own kernel; where ``kernels`` is installed (transformers
+    >= 5.25 requires it), an offline lookup first warns that it skipped the publisher trust check of
+    ``kernels-community``. erv-lab runs offline and needs neither kernel, so both notes (printed once per
+    process: seven times in a course) say nothing to do. Every other message of those loggers passes
+    (tests/test_precision.py)."""
     import logging
 
     class _DropOptionalKernelNote(logging.Filter):
-        def filter(self, record):
-            return not str(record.msg).startswith(NOISE_PREFIX)
+        def __init__(self, prefix: str):
+            super().__init__()
+            self.prefix = prefix
 
-    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
-    if not any(type(f).__name__ == "_DropOptionalKernelNote" for f in logger.filters):
-        logger.addFilter(_DropOptionalKernelNote())
+        def filter(self, record):
+            return not str(record.msg).startswith(self.prefix)
+
+    for name, prefix in NOISE.items():
+        logger = logging.getLogger(name)
+        if not any(type(f).__name__ == "_DropOptionalKernelNote" for f in logger.filters):
+            logger.addFilter(_DropOptionalKernelNote(prefix))
 
 
 NOISE_PREFIX = "Failed to load CPU gemm_4bit_forward from kernels-community"
+NOISE = {"bitsandbytes.backends.cpu.ops": NOISE_PREFIX,  # {logger: the start of the one message dropped}
+         "kernels._internals.hf_hub": "Skipping publisher trust check for 'kernels-community/"}
 _quiet_known_noise()
 
 from erv_lab.envinfo import print_env  # noqa: E402,F401  (the first cell of every notebook)

@@ -99,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "cmd_evaluate", "evaluate", help="decode the test fold with every model and write results.json")
     _preset(p)
 
+    lb = sub.add_parser("labels", help="the learner as the judge: merge label files, compare them with the judges")
+    lbs = lb.add_subparsers(dest="labels_command", metavar="ACTION")
+    p = _command(lbs, "cmd_labels_merge", "merge", help="pool several learners' label files (majority per rationale)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="label files (RUN/human/labels-<name>.jsonl)")
+    p.add_argument("--out", required=True, help="the merged label file to write")
+    p = _command(lbs, "cmd_labels_report", "report", help="Cohen's kappa with every judge and EEA per arm as labelled")
+    p.add_argument("--out", required=True, help="run folder (holding eval/records.json and human/labels-*.jsonl)")
+
     p = _command(sub, "cmd_explain", "explain", help="your own clip through a run's models: frames, spectrogram, rationale, "
                                        "answer, verifier labels, judge (JSON + HTML)")
     p.add_argument("video", metavar="VIDEO", help="a video (with or without sound), a folder of frames, or a photo")
@@ -299,6 +307,43 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_labels_merge(args: argparse.Namespace) -> int:
+    """``erv-lab labels merge FILE... --out FILE``: the majority label per rationale and the pairwise kappa."""
+    from pathlib import Path
+
+    from erv_lab import human
+
+    missing = [f for f in args.files if not Path(f).is_file()]
+    if missing:
+        print(f"error: no label file {', '.join(missing)}", file=sys.stderr)
+        return 1
+    try:
+        got = human.merge(args.files)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    out = human.write_labels(args.out, got["labels"])
+    print(f"{len(got['labels'])} rationales from {', '.join(got['raters'])} ({got['ties']} ties -> cant_tell) -> {out}")
+    for pair, k in got["kappa"].items():
+        print(f"  {pair}: kappa {k['kappa'] if k['kappa'] is None else round(k['kappa'], 3)} (n = {k['n']})")
+    if out.parent.name == "human" and out.match("labels-*.jsonl"):
+        print(f"note: {out} will be read as one more learner by `erv-lab labels report` and `erv-lab evaluate`",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_labels_report(args: argparse.Namespace) -> int:
+    """``erv-lab labels report --out RUN``: the learners' kappa with every judge and their EEA per arm."""
+    from erv_lab import human
+
+    try:
+        human.report(args.out)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     """``erv-lab explain VIDEO --run DIR``: print each model's answer and the judge's reading, and where the
     JSON and HTML went. Bad input: a one-line error and exit code 1."""
@@ -321,8 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:
-        # `erv-lab`, `erv-lab verifier` or `erv-lab train` without an action: show the relevant help
-        sub = {"verifier": "verifier", "train": "train"}.get(args.command or "")
+        # `erv-lab`, `erv-lab verifier`, `erv-lab train` or `erv-lab labels` without an action: show the relevant help
+        sub = {"verifier": "verifier", "train": "train", "labels": "labels"}.get(args.command or "")
         parser.parse_args([sub, "--help"] if sub else ["--help"])
         return 2
     module, func = handler.split(":")

@@ -113,6 +113,8 @@ class SFTConfig:
     seed: int | None = _f(None, "seed of the tiny model's init, the vision warm-up and SFT (None: grpo.seed, as "
                                 "the shipped runs were made; scripts/seed_variation.py varies grpo.seed)")
     logging_steps: int | None = _f(None, "log every N SFT steps (None: grpo.logging_steps, at most 10)")
+    audio_ablation: bool = _f(False, "notebook 04 also trains an SFT model without audio and compares greedy test "
+                                     "accuracy per class (one more SFT run; make reference ships it)")
 
 
 @dataclass
@@ -136,6 +138,9 @@ class GRPOConfig:
                                         "10x the lr; train.degenerate_config); otherwise it shows the shipped one")
     loss_type: str = _f("dapo", "TRL loss normalisation: grpo = per-sequence token mean (the paper), dapo = "
                                 "token-level over the batch (TRL's default), dr_grpo, bnpo")
+    multi_objective_aggregation: str = _f("sum_then_normalize", "how TRL combines the weighted rewards into one advantage: "
+                                          "sum_then_normalize (GRPO, the paper: sum, then normalise within the group) or "
+                                          "normalize_then_sum (GDPO: normalise each reward within the group, then sum)")
     seed: int = _f(0, "seed shared by both arms")
     logging_steps: int = _f(10, "log every N steps")
     save_steps: int = _f(50, "checkpoint every N steps (runs resume from the last one)")
@@ -167,13 +172,18 @@ SECTIONS = {
 }
 
 
+TRACKERS = ("tensorboard", "trackio", "wandb", "none")  # what Config.report_to may name
+TOP_LEVEL = ("description", "device", "report_to")  # settings outside a section (--set report_to=[...] too)
+
+
 @dataclass
 class Config:
     preset: str = "default"
     description: str = ""
     device: str = "auto"  # auto | cpu | cuda
-    report_to: str = "tensorboard"  # where the trainers log their curves (transformers' report_to): tensorboard
-    # (local, offline: `tensorboard --logdir <run folder>`) | trackio | wandb | none
+    report_to: str | list[str] = "tensorboard"  # where the trainers log their curves (transformers' report_to):
+    # tensorboard (local, offline: `tensorboard --logdir <run folder>`) | trackio (local store, `pip install
+    # "erv-lab[trackio]"`: `trackio show --project erv-lab-<preset>`) | wandb | none, or a list: [tensorboard, trackio]
     data: DataConfig = field(default_factory=DataConfig)
     verifier: VerifierConfig = field(default_factory=VerifierConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
@@ -228,6 +238,9 @@ class Config:
         if self.grpo.micro_batch and self.grpo.micro_batch % self.grpo.num_generations:
             problems.append(f"grpo.micro_batch ({self.grpo.micro_batch}) must be a multiple of "
                             f"grpo.num_generations ({self.grpo.num_generations}): a group is generated together")
+        if self.grpo.multi_objective_aggregation not in ("sum_then_normalize", "normalize_then_sum"):
+            problems.append("grpo.multi_objective_aggregation must be sum_then_normalize|normalize_then_sum, got "
+                            f"{self.grpo.multi_objective_aggregation!r}")
         if self.grpo.loss_type not in ("grpo", "dapo", "dr_grpo", "bnpo"):
             problems.append(f"grpo.loss_type must be grpo|dapo|dr_grpo|bnpo, got {self.grpo.loss_type!r}")
         if not set(self.eval.extra_judges) <= {"gemma"}:
@@ -247,12 +260,20 @@ class Config:
             problems.append("policy.load_in_4bit (QLoRA) needs policy.lora_r > 0")
         if len(self.eval.seeds) < 1:
             problems.append("eval.seeds needs at least one seed")
-        if self.report_to not in ("tensorboard", "trackio", "wandb", "none"):
-            problems.append(f"report_to must be tensorboard|trackio|wandb|none, got {self.report_to!r}")
+        trackers = [self.report_to] if isinstance(self.report_to, str) else list(self.report_to or [])
+        if not set(trackers) <= set(TRACKERS) or ("none" in trackers and len(trackers) > 1):
+            problems.append(f"report_to must be tensorboard|trackio|wandb|none or a list of the first three, got "
+                            f"{self.report_to!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             problems.append("device must be auto|cpu|cuda")
         if problems:
             raise ValueError(f"invalid config {self.preset!r}:\n  - " + "\n  - ".join(problems))
+
+    @property
+    def trackers(self) -> list[str]:
+        """``report_to`` as the list transformers takes: ``[]`` for none, ``["tensorboard", "trackio"]``, ..."""
+        names = [self.report_to] if isinstance(self.report_to, str) else list(self.report_to)
+        return [n for n in names if n != "none"]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -284,7 +305,7 @@ def _apply(section_obj: Any, values: dict, where: str) -> None:
 def build_config(raw: dict, preset: str = "custom") -> Config:
     """Build a Config from a nested dict shaped like a preset file."""
     raw = dict(raw or {})
-    top = {k: raw.pop(k) for k in ("description", "device", "report_to") if k in raw}
+    top = {k: raw.pop(k) for k in TOP_LEVEL if k in raw}
     sections = {}
     for name, cls in SECTIONS.items():
         obj = cls()
@@ -324,12 +345,18 @@ def load_config(preset: str | Path | None = "cpu-tiny", overrides: list[str] | d
     raw = yaml.safe_load(path.read_text()) or {}
     if isinstance(overrides, dict):
         for sec, vals in overrides.items():
-            raw.setdefault(sec, {}).update(vals)
+            if sec in TOP_LEVEL:
+                raw[sec] = vals
+            else:
+                raw.setdefault(sec, {}).update(vals)
     else:
         for item in overrides or []:
-            if "=" not in item or "." not in item.split("=", 1)[0]:
+            key, value = item.split("=", 1) if "=" in item else (item, "")
+            if key in TOP_LEVEL:  # report_to=[tensorboard,trackio]
+                raw[key] = _coerce(value)
+                continue
+            if "=" not in item or "." not in key:
                 raise ValueError(f"override {item!r} must look like section.field=value")
-            key, value = item.split("=", 1)
             sec, name = key.split(".", 1)
             raw.setdefault(sec, {})[name] = _coerce(value)
     return build_config(raw, preset=path.stem)

@@ -37,6 +37,42 @@ def _failing_cell(nb: nbformat.NotebookNode) -> int:
     return -1
 
 
+INTERRUPTED = ("interrupted (Ctrl-C). Run the same command again to continue: finished stages are reused, and "
+               "training resumes from its last checkpoint.")
+
+
+def _interrupted(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or an exception it arose from, is a Ctrl-C: here, or in the kernel's cell (on SIGINT,
+    nbclient interrupts the kernel, and its clean-up may then fail with an unrelated error)."""
+    while exc is not None:
+        if isinstance(exc, KeyboardInterrupt) or getattr(exc, "ename", None) == "KeyboardInterrupt":
+            return True
+        exc = exc.__context__
+    return False
+
+
+SLOW_CELL_SECONDS = 20.0  # cells at least this long are listed in cell_timings.json (notebook 00 shows them)
+
+
+def slow_cells(nb, threshold: float = SLOW_CELL_SECONDS) -> list[dict]:
+    """``[{"cell": index, "first_line": ..., "seconds": ...}]`` for the code cells of an executed notebook that
+    took at least ``threshold`` seconds (from nbclient's ``execution`` timestamps)."""
+    from datetime import datetime
+
+    out = []
+    for i, cell in enumerate(nb.cells):
+        t = cell.get("metadata", {}).get("execution", {})
+        start, end = t.get("iopub.execute_input"), t.get("shell.execute_reply")
+        if cell.cell_type != "code" or not start or not end:
+            continue
+        seconds = (datetime.fromisoformat(end.replace("Z", "+00:00")) -
+                   datetime.fromisoformat(start.replace("Z", "+00:00"))).total_seconds()
+        if seconds >= threshold:
+            first = next((ln for ln in cell.source.splitlines() if ln.strip() and not ln.startswith("#")), "")
+            out.append({"cell": i, "first_line": first[:100], "seconds": round(seconds, 1)})
+    return out
+
+
 def run_notebook(path: Path, params: dict, out_path: Path, timeout: int = 1800) -> float:
     """Execute one notebook with injected parameters; write the executed copy; return seconds."""
     nb = nbformat.read(path, as_version=4)
@@ -46,8 +82,12 @@ def run_notebook(path: Path, params: dict, out_path: Path, timeout: int = 1800) 
     t0 = time.perf_counter()
     try:
         client.execute()
-    except CellExecutionError as exc:  # the executed copy is written by ``finally``
-        raise NotebookFailed(path, _failing_cell(nb), str(exc)[-3000:]) from None
+    except BaseException as exc:  # the executed copy is written by ``finally``
+        if _interrupted(exc):
+            raise NotebookFailed(path, _failing_cell(nb), INTERRUPTED) from None
+        if isinstance(exc, CellExecutionError):
+            raise NotebookFailed(path, _failing_cell(nb), str(exc)[-3000:]) from None
+        raise
     finally:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         drop_frozen_bars(nb)  # live bars are widgets; saved, they would all read 0 %
@@ -68,10 +108,14 @@ def run_course(preset: str = "cpu-tiny", out: str | Path | None = None, only: li
     if not books:
         raise FileNotFoundError(f"no notebooks matched {only!r} in {notebook_dir}")
     timings: dict[str, float] = {}
+    slow: dict[str, list[dict]] = {}
     bar = tqdm(books, desc=f"course [{preset}]", unit="notebook")
     for path in bar:
         bar.set_postfix_str(path.name)
         params = {"preset": preset, "run_dir": str(out_dir), "overrides": overrides}
-        timings[path.name] = round(run_notebook(path, params, out_dir / "notebooks" / path.name), 1)
+        executed = out_dir / "notebooks" / path.name
+        timings[path.name] = round(run_notebook(path, params, executed), 1)
+        slow[path.name] = slow_cells(nbformat.read(executed, as_version=4))
     (out_dir / "course_timings.json").write_text(json.dumps(timings, indent=2))
+    (out_dir / "cell_timings.json").write_text(json.dumps({k: v for k, v in slow.items() if v}, indent=1))
     return {"run_dir": str(out_dir), "timings": timings}

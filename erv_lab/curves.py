@@ -1,13 +1,15 @@
 """Training logs, the one place they are read (notebooks 04 to 06).
 
-``log_history.{json,csv}`` and ``completions.jsonl`` I/O, one curve per log key, first-vs-last means, rollouts
-regrouped per prompt, and one logged completion with the verifier's label set per ``<think>`` sentence. Reads
-what training wrote; trains nothing and draws nothing (the figures are ``erv_lab.plots``).
+``log_history.{json,csv}`` I/O and TRL's completion logs read back (``completions/*.parquet``, or the
+``completions.jsonl`` older runs wrote), one curve per log key, first-vs-last means, rollouts regrouped per
+prompt, and one logged completion with the verifier's label set per ``<think>`` sentence. Reads what training
+wrote; trains nothing and draws nothing (the figures are ``erv_lab.plots``).
 """
 from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -16,22 +18,79 @@ from erv_lab.labels import to_goemotions
 
 def write_log_history(history: list[dict], out: Path) -> None:
     """``log_history.json`` and a CSV with the union of keys (one row per logging step)."""
-    (out / "log_history.json").write_text(json.dumps(history, indent=1))
+    # Written beside and renamed into place: a reader following a training worker (``arms.run_arms``) never
+    # sees a half-written file.
+    tmp = out / f".log_history.json.{os.getpid()}"
+    tmp.write_text(json.dumps(history, indent=1))
+    os.replace(tmp, out / "log_history.json")
     keys = sorted({k for h in history for k in h})
-    with open(out / "log_history.csv", "w", newline="") as f:
+    with open(tmp.with_suffix(".csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(history)
+    os.replace(tmp.with_suffix(".csv"), out / "log_history.csv")
 
 
 def read_log_history(out: str | Path) -> list[dict]:
     return json.loads((Path(out) / "log_history.json").read_text())
 
 
+COMPLETIONS_GLOB = "completions/completions_*.parquet"  # what TRL's GRPOTrainer writes (log_completions=True)
+_TRL_COLUMNS = ("step", "prompt", "completion", "advantage", "image")  # TRL's own columns; rewards are the others
+
+
+def completion_files(run_dir: str | Path, arm: str) -> list[Path]:
+    """TRL's completion logs of ``run_dir/<arm>``, one parquet file per logged step, in step order."""
+    return sorted((Path(run_dir) / arm).glob(COMPLETIONS_GLOB))
+
+
+def _message_text(value) -> str:
+    """A completion as TRL logs it: a string, or a conversation (``[{"role", "content"}]``, content a string or
+    a list of ``{"type": "text", "text"}`` parts) as parquet gives it back."""
+    from erv_lab.rewards import completion_text
+
+    if hasattr(value, "tolist"):  # numpy arrays of structs / lists from parquet
+        value = value.tolist()
+    return completion_text(value)
+
+
+def _plain(value):
+    """A parquet cell as plain Python (numpy scalars and arrays -> numbers and lists; NaN stays a float)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def _parquet_rows(path: Path) -> list[dict]:
+    import pandas as pd
+
+    df = pd.read_parquet(path)
+    rewards = [c for c in df.columns if c not in _TRL_COLUMNS and pd.api.types.is_numeric_dtype(df[c])]
+    extras = [c for c in df.columns if c not in _TRL_COLUMNS and c not in rewards]
+    rows = []
+    for i, r in enumerate(df.to_dict(orient="records")):
+        rows.append({"step": int(r["step"]), "index": i, "completion": _message_text(r["completion"]),
+                     "advantage": float(r["advantage"]), **{c: _plain(r[c]) for c in extras},
+                     **{f"reward/{c}": float(r[c]) for c in rewards}})
+    return rows
+
+
 def read_completions(run_dir: str | Path, arm: str) -> list[dict]:
-    """Rows of ``run_dir/<arm>/completions.jsonl`` (``arm`` may also be a run name like ``erv-degenerate``)."""
+    """The logged completions of ``run_dir/<arm>`` (``arm`` may also be a run name like ``erv-degenerate``), one
+    dict per completion, in the order they were logged (a prompt's G completions are contiguous, at one step):
+    ``step``, ``index`` (row within its step), ``completion`` (text), ``advantage``, ``reward/<name>`` for each
+    reward, and the columns the rewards added (``clip_id``, ``solution``, ``explanation/labels``, ...).
+
+    Read from TRL's ``completions/completions_<step>.parquet`` files and from the ``completions.jsonl`` that
+    erv-lab wrote before it used them (the same keys; the shipped reference run until it is regenerated; a run
+    begun before and resumed after keeps its earlier steps from the jsonl); ``[]`` when there is neither."""
+    rows = [row for f in completion_files(run_dir, arm) for row in _parquet_rows(f)]
     path = Path(run_dir) / arm / "completions.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    if path.exists():
+        first = rows[0]["step"] if rows else float("inf")
+        old = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = [r for r in old if r["step"] < first] + rows
+    return rows
 
 
 def think_text(completion: str) -> str:
@@ -73,7 +132,7 @@ def first_last(history: list[dict], key: str, k: int = 3) -> tuple[float | None,
 
 
 def completion_groups(run_dir: str | Path, arm: str, num_generations: int) -> list[list[dict]]:
-    """``completions.jsonl`` rows regrouped per prompt (G contiguous rows, same logging step)."""
+    """:func:`read_completions` rows regrouped per prompt (G contiguous rows, same logging step)."""
     rows = read_completions(run_dir, arm)
     groups: list[list[dict]] = []
     for r in rows:

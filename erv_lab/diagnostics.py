@@ -1,4 +1,4 @@
-"""Reward-hacking and explanation-quality diagnostics for the evaluated arms (notebook 06).
+"""Reward-hacking and explanation-quality diagnostics for the evaluated arms (notebook 07).
 
 Text statistics of the rationales (sentences per rationale, distinct-n, repeated and keyword-only
 sentences, emotion-word density), the share of sentences the verifier calls neutral, length drift over
@@ -144,7 +144,7 @@ def completion_stats(rows: Sequence[dict]) -> dict:
 
 
 def lesson_records(run_dir, arm: str, last_steps: int = 3, first: bool = False) -> list[dict]:
-    """The ``completions.jsonl`` rows of ``run_dir/<arm>`` from its last ``last_steps`` logged steps (its
+    """The logged completion rows (``curves.read_completions``) of ``run_dir/<arm>`` from its last ``last_steps`` logged steps (its
     first ones with ``first=True``), each with its ``think`` text added (what ``flag_hacking`` quotes)."""
     from erv_lab.curves import read_completions
 

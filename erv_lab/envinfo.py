@@ -116,6 +116,26 @@ def stack_differences() -> list[str]:
     return out
 
 
+def spread_note() -> str:
+    """How far ERV minus baseline moved across the measured set-ups (``reference_run/spread.json``), in words:
+    what a learner whose stack or CPU differs from the shipped run's should expect. ``""`` when not measured."""
+    import json
+
+    from erv_lab.paths import REFERENCE_DIR
+
+    f = REFERENCE_DIR / "spread.json"
+    if not f.exists():
+        return ""
+    rows = json.loads(f.read_text()).get("setups") or []
+    if not rows:
+        return ""
+    d = [r["sample"]["erv_minus_baseline"] for r in rows]
+    rng = ", ".join(f"{k} {min(x[k] for x in d):+.1f} … {max(x[k] for x in d):+.1f}" for k in ("EEA", "EPC", "UAR"))
+    return (f"Across {len(rows)} measured set-ups of the shipped commit (seeds, CPU instruction sets, the newest "
+            f"torch/transformers) ERV minus baseline ranged {rng} points (sampling; erv_lab/reference_run/spread.md): "
+            "expect your numbers to differ from the shipped run's by about that much.")
+
+
 def print_env() -> dict:
     rep = env_report()
     print(f"python {rep['python']} on {rep['platform']}")
@@ -132,7 +152,8 @@ def print_env() -> dict:
     diff = stack_differences()
     if diff:
         print("note: this stack differs from the one that made the shipped run: " + ", ".join(diff) + ". Your "
-              "numbers will differ from erv_lab/reference_run/ (so do another CPU type's); notebook 06 sets your "
-              "run beside the shipped one and its seed spread. `pip install -c requirements/constraints.txt -e .` "
-              "installs the shipped stack.")
+              "numbers may differ from erv_lab/reference_run/ (so may another CPU type's). " +
+              (spread_note() + " " if spread_note() else "") + "Notebook 06 sets your run beside the shipped one "
+              "and the spread measured so far. "
+              "`pip install -c requirements/constraints.txt -e .` installs the shipped stack.")
     return rep

@@ -239,7 +239,9 @@ def evaluate_models(generators: dict[str, tuple[GenerateFn, str]], examples: Seq
     ``extra_judges`` (e.g. the paper's LLM judge) adds ``scores["judges"][name]`` with its own metrics and
     its agreement with ``judge`` (Cohen's kappa over all decodes, ``erv_lab.judges.agreement``).
 
-    Writes ``run_dir/eval/records.json`` (per-clip detail of the headline's first seed and of greedy) and
+    Writes ``run_dir/eval/records.json`` (per-clip detail of the headline's first seed and of greedy),
+    ``run_dir/eval/readings.json`` (every judge's reading of those same decodes: ``{"headline": name,
+    "readings": {clip: {arm: {protocol: {judge: label}}}}}``, read by ``erv_lab.human``) and
     returns the results dict (``erv_lab.report.write_results`` adds timings and writes it).
     """
     run_dir = Path(run_dir)
@@ -248,6 +250,7 @@ def evaluate_models(generators: dict[str, tuple[GenerateFn, str]], examples: Seq
     results: dict[str, Any] = {}
     records: dict[str, dict] = {ex["clip_id"]: {"clip_id": ex["clip_id"], "label": ex["label"], "arms": {}}
                                 for ex in examples}
+    every: dict[str, dict] = {ex["clip_id"]: {} for ex in examples}  # every judge's reading of the recorded decodes
     seconds = {"decode": 0.0, "judge_and_score": 0.0}
     for proto in protocols(cfg):
         kept = {}
@@ -270,6 +273,8 @@ def evaluate_models(generators: dict[str, tuple[GenerateFn, str]], examples: Seq
                 scores.setdefault("judges", {})[name] = score_decodes(  # point values: the report reads no interval
                     comps, labels, other, dataset, 0, cfg.data.seed, readings[name])
             names = list(readings)
+            for i, ex in enumerate(examples):
+                every[ex["clip_id"]].setdefault(arm, {})[proto.name] = {n: readings[n][0][i] for n in names}
             scores["kappa"] = {f"{a} vs {b}": _agreement(readings[a], readings[b], dataset)
                                for i, a in enumerate(names) for b in names[i + 1:]}
             for name in scores.get("judges", {}):  # each reading's agreement with the headline
@@ -296,6 +301,8 @@ def evaluate_models(generators: dict[str, tuple[GenerateFn, str]], examples: Seq
         "evaluation_seconds": {k: round(v, 1) for k, v in seconds.items()}}
     (run_dir / "eval").mkdir(parents=True, exist_ok=True)
     (run_dir / "eval" / "records.json").write_text(json.dumps(_clean(list(records.values())), indent=1))
+    (run_dir / "eval" / "readings.json").write_text(json.dumps(  # beside records.json, which stays as it was
+        {"headline": getattr(judge, "name", "headline"), "readings": every}, indent=1))
     return results
 
 

@@ -6,7 +6,7 @@ anger's brow). Only synthetic data makes this measurable: the generator records 
 distractors included (``cues`` column, ``erv_lab.synth``). A sentence *describes* a cue when it contains one of
 that cue's phrases (``erv_lab.rationales.VISUAL_PHRASES`` / ``AUDIO_PHRASES``, with any person's pronoun), and
 the cue is *grounded* when it is among the clip's cues. Real datasets have no cue list: their grounding is
-``None``. Beyond the paper; introduced in notebook 06.
+``None``. Beyond the paper; introduced in notebook 07.
 """
 from __future__ import annotations
 

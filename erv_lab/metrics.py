@@ -3,7 +3,7 @@
 Inputs are already-extracted strings: predicted answers (``None`` when a completion had no answer tag),
 judged rationale emotions and ground-truth labels; all are normalised with ``labels.normalize_label``.
 Semantics follow ``docs/METHOD.md``. This module decodes nothing and runs no judge: ``erv_lab.evaluate``
-does that and calls these functions. Results tables: notebook 06 (consistency analysis).
+does that and calls these functions. Results tables: notebook 06 (consistency).
 """
 from __future__ import annotations
 

@@ -171,6 +171,37 @@ def result_claims(markdown: str) -> list[str]:
     return [s.strip() for s in sentences if _RESULT.search(s) and _DIRECTION.search(s) or _SIZE.search(s)]
 
 
+def title_problems(path: Path, nb) -> list[str]:
+    """The first heading must carry the file's number: ``# 04 · ...`` in ``04_cold_start_sft.ipynb``."""
+    first = next((c.source for c in nb.cells if c.cell_type == "markdown"), "")
+    number = path.name.split("_", 1)[0]
+    if not re.match(rf"# {re.escape(number)} · ", first):
+        return [f"the title must start with '# {number} · ' (the file's number); it reads {first.splitlines()[:1]}"]
+    return []
+
+
+def exercises(nb) -> list[int]:
+    """The numbers of the exercises listed in the notebook's '## Exercises' cell(s)."""
+    out = []
+    for c in nb.cells:
+        if c.cell_type == "markdown" and c.source.lstrip().startswith("## Exercises"):
+            out += [int(m) for m in re.findall(r"(?m)^(\d+)\. ", c.source)]
+    return out
+
+
+def answer_problems(nb) -> list[str]:
+    """Every exercise needs a worked answer: a collapsible ``<summary>Answer N</summary>`` block in a markdown
+    cell (a code cell after it may compute the answer from the learner's run)."""
+    md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    got = {int(n) for n in re.findall(r"<summary>\s*Answer (\d+)", md)}
+    nums = exercises(nb)
+    problems = [f"exercise {n} has no worked answer (<summary>Answer {n}</summary>)" for n in nums if n not in got]
+    problems += [f"an answer to exercise {n}, which does not exist" for n in sorted(got - set(nums))]
+    if "Check your understanding" not in md:
+        problems.append("no closing 'Check your understanding' section")
+    return problems
+
+
 def convention_problems(path: Path) -> list[str]:
     """What a numbered notebook is missing of the course conventions (empty list = fine)."""
     nb = nbformat.read(path, as_version=4)
@@ -198,6 +229,7 @@ def convention_problems(path: Path) -> list[str]:
     for word in ("Objectives", "Exercises"):
         if word not in md:
             problems.append(f"no '{word}' section")
+    problems += title_problems(path, nb) + answer_problems(nb)
     for pattern, why in OUTSIDE_REFERENCES:
         if re.search(pattern, md):
             problems.append(f"prose refers to {why} ({pattern!r}): learners only have the repository")

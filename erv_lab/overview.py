@@ -14,13 +14,14 @@ from erv_lab.paths import GOEMOTIONS_DIR, REFERENCE_DIR, runs_root
 
 # (notebook, what it teaches, hardware per preset)
 COURSE_MAP = [
-    ("00_overview", "the paper's problem and method, the course map, environment check", "any"),
+    ("00_overview", "the paper's problem and method, the course map, deviations from the paper, environment check", "any"),
     ("01_data_prep", "DFEW/MAFW layouts, synthetic clips, frame + audio sampling, rationale drift", "CPU"),
     ("02_verifier", "the Emotional Rationale Verifier: GoEmotions classifier, thresholds, judges", "CPU (GPU for RoBERTa)"),
     ("03_rewards", "format, accuracy and the explanation reward by hand; strict format, anti-stuffing, gaming probes", "CPU"),
     ("04_cold_start_sft", "the policy (a LLaVA-class VLM), cold-start SFT on drifting rationales", "CPU tiny / 16 GB GPU"),
     ("05_grpo", "GRPO: group advantages, KL, baseline vs ERV reward", "CPU tiny / 16 GB GPU"),
-    ("06_consistency_analysis", "EEA / FCR / EPC vs UAR / WAR, per-clip inspector, reward hacking", "CPU"),
+    ("06_consistency", "EEA / FCR / EPC vs UAR / WAR, judges and κ, your run beside the shipped spread", "CPU"),
+    ("07_diagnostics", "reward hacking, cue grounding, the per-clip inspector, your own clip", "CPU"),
 ]
 
 
@@ -51,6 +52,19 @@ def course_map():
     return df
 
 
+def slow_cells(path: Path | None = None):
+    """The cells that took 20 s or more, per notebook (``cell_timings.json`` of ``erv-lab course``; default the
+    shipped cpu-tiny run's), as a DataFrame; ``None`` when there is no such file."""
+    import pandas as pd
+
+    path = Path(path) if path is not None else REFERENCE_DIR / "cell_timings.json"
+    if not path.exists():
+        return None
+    rows = [{"notebook": nb.removesuffix(".ipynb"), "cell": c["cell"], "starts with": c["first_line"],
+             "seconds": c["seconds"]} for nb, cells in json.loads(path.read_text()).items() for c in cells]
+    return pd.DataFrame(rows)
+
+
 def check_environment() -> dict[str, tuple[bool, str]]:
     """Checks a learner's machine must pass; each value is (ok, detail)."""
     checks: dict[str, tuple[bool, str]] = {}
@@ -67,6 +81,9 @@ def check_environment() -> dict[str, tuple[bool, str]]:
 
         ok = hasattr(cv2, "CascadeClassifier") and Path(cv2.data.haarcascades).exists()
         checks["opencv haar cascades"] = (ok, cv2.__version__ + ("" if ok else " (need 4.x with cv2.data)"))
+    except ImportError:  # a plain `pip install erv-lab`: OpenCV is an extra (Colab has its own, see pyproject.toml)
+        checks["opencv haar cascades"] = (False, 'not installed: pip install "erv-lab[cpu]" (brings OpenCV\'s '
+                                                 'headless build; Colab already has OpenCV)')
     except Exception as exc:
         checks["opencv haar cascades"] = (False, f"not importable: {exc}")
     goemo = GOEMOTIONS_DIR / "train.tsv"

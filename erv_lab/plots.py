@@ -104,6 +104,37 @@ def filmstrip(ds, per_class: int = 1):
     return fig
 
 
+def look_alike(clips: dict, n_frames: int = 4, fps: float | None = None):
+    """Clips side by side at full resolution, one row each (``{name: {"frames": (T, H, W, 3), "audio": 16 kHz
+    mono}}``, e.g. ``erv_lab.media.decode_clip`` of a fear and a surprise clip): ``n_frames`` frames from onset to
+    offset, then the log-mel spectrogram of the whole voice (time in seconds, mel band), on one fixed dB scale so
+    that loudness compares across rows."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from erv_lab.media import SR, log_mel, sample_indices
+
+    fig, axes = plt.subplots(len(clips), n_frames + 1, figsize=(1.9 * n_frames + 4, 2.1 * len(clips)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1] * n_frames + [2.2]})
+    for row, (name, c) in zip(axes, clips.items()):
+        frames = c["frames"]
+        for ax, i in zip(row, sample_indices(len(frames), n_frames)):
+            ax.imshow(frames[i])
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_title(f"frame {i + 1}/{len(frames)}" + (f" ({i / fps:.1f} s)" if fps else ""), fontsize=7)
+        row[0].set_ylabel(name, fontsize=9)
+        audio = c.get("audio")
+        mel = log_mel(audio)
+        seconds = len(audio) / SR if audio is not None else 0.0
+        im = row[-1].imshow(mel, origin="lower", aspect="auto", vmin=-80, vmax=0, cmap="magma",
+                            extent=(0, seconds, 0, mel.shape[0]))
+        row[-1].set(xlabel="time (s)", ylabel="mel band (low → high)")
+        row[-1].set_title("log-mel of the voice" + (f"\n{c['prosody']}" if c.get("prosody") else ""), fontsize=7)
+        fig.colorbar(im, ax=row[-1], label="dB", fraction=0.05)
+    fig.tight_layout()
+    return fig
+
+
 def class_balance(splits: dict):
     """Bar chart of clips per class and split (seaborn)."""
     import pandas as pd
@@ -111,7 +142,7 @@ def class_balance(splits: dict):
 
     df = pd.DataFrame([{"split": s, "label": lab} for s, ds in splits.items() for lab in ds["label"]])
     ax = sns.countplot(data=df, x="label", hue="split")
-    ax.set_title("clips per class")
+    ax.set(title="clips per class", ylabel="clips", xlabel="class")
     ax.tick_params(axis="x", rotation=45)
     return ax.figure
 
@@ -125,8 +156,11 @@ def per_label_f1(goemotions_report: dict):
 
     g = goemotions_report
     fig, ax = plt.subplots(figsize=(10, 3))
-    pd.Series(g["per_label_f1"]).plot.bar(ax=ax, title="per-label F1 on GoEmotions test")
-    ax.axhline(g["test_macro_f1"], ls="--")
+    pd.Series(g["per_label_f1"]).plot.bar(ax=ax, title=f"per-label F1 on GoEmotions test at the dev threshold "
+                                                       f"{g['dev_threshold']}")
+    ax.axhline(g["test_macro_f1"], ls="--", color="#333", label=f"macro-F1 = {g['test_macro_f1']:.2f}")
+    ax.set(ylim=(0, 1), ylabel="F1", xlabel="GoEmotions label")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -147,31 +181,75 @@ def confusion_matrices(validations: dict[str, dict], labels: Sequence[str]):
     return fig
 
 
+def threshold_sweep(report: dict, threshold: float | None = None):
+    """The tau sweep of ``erv_lab.validation.evaluate_verifier(...)``, two panels on honest ranges. Left, shares on
+    0-1: held-out rationale sentences whose label set holds their teacher label, sentences with no label above
+    tau (argmax fallback), and GoEmotions test macro-F1 at tau. Right: mean labels per sentence, from 1 (every
+    set holds at least one label) to top-k (the cap). ``threshold`` marks the reward's tau."""
+    import matplotlib.pyplot as plt
+
+    sweep = report["rationale_heldout"]["sweep"]
+    f1_at = report["goemotions"]["test_macro_f1_at"]
+    taus = sorted(sweep, key=float)
+    xs = [float(t) for t in taus]
+    top_k = int(report.get("top_k", 2))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw={"width_ratios": [3, 2]})
+    left.plot(xs, [sweep[t]["accuracy"] for t in taus], marker="o",
+              label="rationale sentences: teacher label in the set")
+    left.plot(xs, [sweep[t]["fallback_share"] for t in taus], marker="s",
+              label="sentences with no label above τ (argmax used)")
+    left.plot(xs, [f1_at.get(t) for t in taus], marker="^", label="GoEmotions test macro-F1 at τ")
+    left.set(ylim=(0, 1.05), ylabel="share of sentences / F1", title="shares and F1 (0 to 1)")
+    right.plot(xs, [sweep[t]["mean_set_size"] for t in taus], marker="o", color="#555",
+               label="mean labels per sentence")
+    right.set(ylim=(0.9, top_k + 0.1), yticks=range(1, top_k + 1), ylabel="labels per sentence (mean)",
+              title=f"label-set size (1 to top-{top_k})")
+    for ax in (left, right):
+        ax.set_xticks(xs)
+        ax.set_xlabel("τ (a label enters the set when p > τ)")
+        if threshold is not None:
+            ax.axvline(threshold, ls="--", color="#999", lw=1, label=f"the reward's τ = {threshold}")
+    for ax in (left, right):
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    fig.suptitle(f"τ sweep on {report['rationale_heldout'].get('n', '?')} held-out rationale sentences", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------- the explanation reward (notebook 03)
 def sentence_scores(detail: dict, threshold: float, title: str = ""):
     """One completion's explanation reward, sentence by sentence (``ExplanationReward.details(...)[i]``): the
-    verifier's probability of the target per sentence against tau, each bar coloured by what the reward made
-    of it -- credited (target in the label set), matched but refused by the anti-stuffing guard, counted
-    without credit, or left out of the denominator (label set exactly {neutral})."""
+    verifier's probability of the target per sentence against tau (left), and what the reward made of each
+    sentence (right strip, readable whatever the bar's height) -- credited (target in the label set), matched
+    but refused by the anti-stuffing guard, counted in n_nn without credit, or left out of the denominator
+    (label set exactly {neutral})."""
     import matplotlib.pyplot as plt
 
     colours = {"credited": "#3a7d44", "guarded": "#d98c1f", "counted": "#b23a48", "left out": "#9a9a9a"}
     items = detail["sentences"]
     kinds = ["credited" if it["credited"] else "guarded" if it["matched"] and it["stuffing"] else
              "counted" if it["counted"] else "left out" for it in items]
-    fig, ax = plt.subplots(figsize=(8, 0.45 * max(len(items), 1) + 1.2))
-    ys = range(len(items))[::-1]
-    ax.barh(list(ys), [it["target_prob"] or 0.0 for it in items], color=[colours[k] for k in kinds])
+    words = {"credited": "credited:\nin m and in n_nn", "counted": "counted in n_nn,\nno credit",
+             "left out": "left out of n_nn:\nset is {neutral}"}
+    fig, (ax, strip) = plt.subplots(1, 2, sharey=True, figsize=(10, 0.5 * max(len(items), 1) + 1.4),
+                                    gridspec_kw={"width_ratios": [4, 1.4]})
+    ys = list(range(len(items)))[::-1]
+    ax.barh(ys, [it["target_prob"] or 0.0 for it in items], color=[colours[k] for k in kinds])
     ax.axvline(threshold, ls="--", color="#333", lw=1)
-    ax.text(threshold, len(items) - 0.4, f" tau = {threshold}", fontsize=8, va="bottom")
-    ax.set_yticks(list(ys), [f"{it['text'][:48]}  {{{', '.join(it['names'])}}}" for it in items], fontsize=8)
+    ax.set_yticks(ys, [f"{it['text'][:48]}  {{{', '.join(it['names'])}}}" for it in items], fontsize=8)
     ax.set_xlim(0, 1)
-    ax.set_xlabel(f"verifier p({detail['target']})")
-    for k, c in colours.items():
-        ax.bar(0, 0, color=c, label=k)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set_ylim(-0.6, len(items) - 0.4)
+    ax.set_xlabel(f"verifier p({detail['target']})   (dashed line: τ = {threshold})", fontsize=8)
+    ax.set_ylabel("sentence  {its label set}", fontsize=8)
+    for y, it, kind in zip(ys, items, kinds):
+        strip.barh(y, 1, 0.8, color=colours[kind])
+        text = f"guarded ({it['stuffing']}):\ncounted, no credit" if kind == "guarded" else words[kind]
+        strip.text(0.5, y, text, ha="center", va="center", fontsize=7, color="white")
+    strip.set_xlim(0, 1)
+    strip.set_xticks([])
+    strip.set_xlabel("what the reward did", fontsize=8)
     ax.set_title(title or f"R = m / n_nn = {detail['m']} / {detail['n_nn']} = {detail['reward']:.2f}", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(w_pad=0.3)
     return fig
 
 
@@ -184,22 +262,45 @@ def probe_rewards(rows: Sequence[dict], columns: Sequence[str] = ("reward_paper"
     fig, ax = plt.subplots(figsize=(8, 0.4 * len(rows) + 1.2))
     y = np.arange(len(rows))[::-1]
     h = 0.8 / len(columns)
+    words = {"reward_paper": "the paper's reward", "reward_guarded": "with the anti-stuffing guard"}
     for i, col in enumerate(columns):
-        ax.barh(y - i * h, [r[col] for r in rows], h, label=col)
+        vals = [r[col] for r in rows]
+        ax.barh(y - i * h, vals, h, label=words.get(col, col))
+        for yy, v in zip(y - i * h, vals):  # the value, so that a reward of 0 is visible too
+            ax.text(v + 0.01, yy, f"{v:.2f}", va="center", fontsize=6)
     ax.set_yticks(y - h * (len(columns) - 1) / 2, [r["probe"] + ("" if r["should_credit"] else " *") for r in rows],
                   fontsize=8)
-    ax.set_xlim(0, 1.05)
+    ax.set_xlim(0, 1.12)
     ax.set_xlabel("explanation reward R")
+    ax.set_ylabel("gaming probe")
     ax.set_title("gaming probes (* = a careful reader would pay 0)", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=len(columns))
     fig.tight_layout()
     return fig
 
 
 # ---------------------------------------------------------------- training curves (notebooks 04, 05, 06)
+ARM_WORDS = {"baseline": "baseline (format + accuracy)", "erv": "ERV (+ explanation reward)", "sft": "SFT",
+             "erv-degenerate": "degenerate lesson run"}
+KEY_WORDS = {  # panel title, y-axis label, y range (None = the data's)
+    "rewards/format/mean": ("format reward", "mean reward", (0, 1.05)),
+    "rewards/accuracy/mean": ("accuracy reward", "mean reward", (0, 1.05)),
+    "rewards/explanation/mean": ("explanation reward", "mean reward", (0, 1.05)),
+    "reward": ("total reward", "mean weighted sum", None),
+    "completions/mean_length": ("completion length", "tokens", (0, None)),
+    "loss": ("loss", "loss", None), "mean_token_accuracy": ("next-token accuracy", "share of tokens", (0, 1.05)),
+    "entropy": ("entropy of the policy", "nats per token", (0, None)),
+    "reward_std": ("reward spread within a group", "std of the total reward", (0, None)),
+    "frac_reward_zero_std": ("groups with zero reward spread", "share of groups", (0, 1.05)),
+    "kl": ("KL to the SFT model", "per-token KL", (0, None)),
+    "clip_ratio/region_mean": ("clipped probability ratios", "share of tokens", (0, None)),
+}
+
+
 def training_curves(histories: dict[str, list[dict]], keys: Sequence[str], fig=None):
     """One panel per log key, one line per run (e.g. ``{"baseline": hist, "erv": hist}``); the histories are
-    ``erv_lab.curves.read_log_history`` / ``arm_histories``. Keys a run did not log are left out of its panel."""
+    ``erv_lab.curves.read_log_history`` / ``arm_histories``. Keys a run did not log are left out of its panel.
+    Rewards and shares are drawn on their whole 0-1 range, so a small dip does not look like a collapse."""
     import matplotlib.pyplot as plt
 
     fig = fig or plt.figure(figsize=(4 * len(keys), 3))
@@ -209,11 +310,15 @@ def training_curves(histories: dict[str, list[dict]], keys: Sequence[str], fig=N
         for name, hist in histories.items():
             xs, ys = curve(hist, key)
             if xs:
-                ax.plot(xs, ys, marker=".", label=name)
-        ax.set_title(key.replace("rewards/", "").replace("/mean", ""), fontsize=9)
+                ax.plot(xs, ys, marker=".", label=ARM_WORDS.get(name, name))
+        title, ylabel, ylim = KEY_WORDS.get(key, (key.replace("rewards/", "").replace("/mean", ""), key, None))
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
+        ax.set_ylabel(ylabel, fontsize=8)
+        if ylim:
+            ax.set_ylim(*ylim)
         if ax.lines:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -267,21 +372,106 @@ def live_curves(keys: Sequence[str], name: str = "run", min_seconds: float = 10.
 REWARD_KEYS = ("rewards/format/mean", "rewards/accuracy/mean", "rewards/explanation/mean", "completions/mean_length")
 
 
+HEALTH_KEYS = ("entropy", "reward_std", "frac_reward_zero_std", "kl", "clip_ratio/region_mean")
+
+
 def reward_curves(run_dir: str | Path, arms=("baseline", "erv")):
     """Mean reward parts and completion length over GRPO steps, one panel per quantity, both arms."""
     return training_curves(arm_histories(run_dir, arms), REWARD_KEYS)
 
 
+def health_panel(run_dir: str | Path, arms=("baseline", "erv")):
+    """GRPO's health per arm: the policy's entropy, the reward spread within groups, the share of groups with no
+    spread (no learning signal), KL to the SFT model and the share of clipped ratios. A quantity never logged, or
+    0 throughout (the clipped share with one optimisation pass per batch, where every ratio is 1), is left out."""
+    hist = arm_histories(run_dir, arms)
+    keys = [k for k in HEALTH_KEYS if any(r.get(k) for h in hist.values() for r in h)]  # left out: never logged or all 0
+    return training_curves(hist, keys) if keys else None
+
+
 # ---------------------------------------------------------------- evaluation (notebook 06)
 def grounding_bars(frame):
-    """Coherent (EEA) vs grounded per model, from ``erv_lab.report.grounding_frame`` (``None`` when it is empty:
-    real clips carry no cue list)."""
+    """Coherent vs grounded per model, from ``erv_lab.report.grounding_frame`` (``None`` when it is empty: real
+    clips carry no cue list). Each group of bars names its denominator: rationales, grounded rationales, the cues
+    the rationales describe, their sentences."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
     if frame.empty:
         return None
-    ax = frame[["EEA", "EEA_grounded", "grounded_cue_rate"]].astype(float).plot.bar(figsize=(7, 3), rot=0)
-    ax.set(ylim=(0, 1), title="coherent (EEA) vs grounded, per model")
-    ax.figure.tight_layout()
-    return ax.figure
+    cols = [("EEA", "names the true emotion\n(of rationales)"),
+            ("EEA_grounded", "names it, among grounded\nrationales"),
+            ("grounded_cue_rate", "cues described that\nthe clip has (of cues)"),
+            ("absent_cue_sentence_share", "sentences describing an\nabsent cue (of sentences)")]
+    cols = [(c, w) for c, w in cols if c in frame]
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    width = 0.8 / max(len(frame), 1)
+    x = np.arange(len(cols))
+    for k, (arm, row) in enumerate(frame.iterrows()):
+        ax.bar(x + k * width, [float(row[c]) for c, _ in cols], width, label=ARM_WORDS.get(arm, arm))
+    ax.set_xticks(x + width * (len(frame) - 1) / 2, [w for _, w in cols], fontsize=8)
+    ax.set(ylim=(0, 1.05), ylabel="share", title="Coherent is not grounded, per model (sample protocol)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def paired_difference(results: dict, metrics=("EEA", "EPC", "FCR", "UAR")):
+    """The claim as a figure: ERV minus baseline per metric with its paired 95 % bootstrap interval, per protocol,
+    a line at 0 and the goal's +15 points for EEA and EPC (``results["erv_minus_baseline"]``)."""
+    import matplotlib.pyplot as plt
+
+    diff = results.get("erv_minus_baseline") or {}
+    protocols = [p for p in ("sample", "greedy") if diff.get(p)]
+    if not protocols:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.55 * len(metrics) * len(protocols)))
+    y, ticks, labels = 0, [], []
+    for m in metrics:
+        for p in protocols:
+            d = diff[p].get(m)
+            if d is None:
+                continue
+            v, lo, hi = (100 * d[k] for k in ("value", "low", "high"))
+            ax.errorbar(v, y, xerr=[[v - lo], [hi - v]], fmt="o", capsize=3, color="C1" if p == "sample" else "C2",
+                        label={"sample": "sampling (headline)", "greedy": "greedy"}[p] if m == metrics[0] else None)
+            if m in ("EEA", "EPC"):
+                ax.plot([15, 15], [y - 0.4, y + 0.4], color="grey", ls="--", lw=1)
+            ticks.append(y), labels.append(f"{m} ({p})")
+            y += 1
+        y += 0.5
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(ticks, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set(xlabel="ERV minus baseline, points (paired 95 % interval; dashed: the goal's +15)",
+           title="The claim: what the explanation reward changed")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def audio_ablation_bars(ablation: dict):
+    """Greedy test accuracy per true class of the SFT policy with its audio channel and without any audio
+    (``audio_ablation.json`` of ``erv_lab.stages.audio_ablation``)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    modes = list(ablation)
+    classes = sorted({c for m in modes for c in ablation[m].get("per_class", {})})
+    if not classes:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 3))
+    width = 0.8 / len(modes)
+    x = np.arange(len(classes))
+    for k, mode in enumerate(modes):
+        words = "without audio" if mode == "none" else f"with audio ({mode})"
+        ax.bar(x + k * width, [ablation[mode]["per_class"].get(c, np.nan) for c in classes], width,
+               label=f"{words}: {ablation[mode]['accuracy']:.2f} overall")
+    ax.set_xticks(x + width * (len(modes) - 1) / 2, classes)
+    ax.set(ylim=(0, 1.05), ylabel="greedy test accuracy", title="Does hearing help? SFT policy, per true class")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def consistency_bars(results: dict, protocol: str = "sample", metrics=("EEA", "FCR", "EPC", "UAR")):
@@ -299,7 +489,7 @@ def consistency_bars(results: dict, protocol: str = "sample", metrics=("EEA", "F
         vals = np.array([m.get(c) if m.get(c) is not None else np.nan for c in metrics], dtype=float)
         ci = np.array([m.get("ci", {}).get(c) or [np.nan, np.nan] for c in metrics], dtype=float)
         err = np.abs(np.stack([vals - ci[:, 0], ci[:, 1] - vals]))
-        ax.bar(x + k * width, vals, width, yerr=np.nan_to_num(err), capsize=3, label=arm)
+        ax.bar(x + k * width, vals, width, yerr=np.nan_to_num(err), capsize=3, label=ARM_WORDS.get(arm, arm))
     ax.set_xticks(x + width * (len(arms) - 1) / 2, metrics)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("fraction of clips")

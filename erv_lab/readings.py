@@ -121,6 +121,49 @@ def training(histories: dict[str, Sequence[dict]], key: str = "rewards/explanati
     return f"`{key}` during GRPO (mean of the first {k} logs → the last {k}): " + "; ".join(parts) + "."
 
 
+def health(histories: dict[str, Sequence[dict]], k: int = 3) -> str | None:
+    """GRPO's health per arm, from its logs: the policy's entropy (first → last ``k`` logs; a fall means the
+    sampled completions grow alike), the mean share of zero-spread groups, and the last KL to the SFT model."""
+    from erv_lab.curves import first_last
+
+    parts = []
+    for arm, h in histories.items():
+        bits = []
+        first, last = first_last(h, "entropy", k)
+        if first is not None and last is not None:
+            bits.append(f"entropy {first:.2f} → {last:.2f} nats/token ({_move(100 * (last - first) / max(abs(first), 1e-9))} "
+                        "relative to its start)")
+        zs = [r["frac_reward_zero_std"] for r in h if r.get("frac_reward_zero_std") is not None]
+        if zs:
+            bits.append(f"zero-spread groups {100 * sum(zs) / len(zs):.0f} %")
+        kl = [r["kl"] for r in h if r.get("kl") is not None]
+        if kl:
+            bits.append(f"KL to the SFT model at the end {kl[-1]:.3g}")
+        if bits:
+            parts.append(f"{NAMES.get(arm, arm)}: " + ", ".join(bits))
+    if not parts:
+        return None
+    return "GRPO health (first → last 3 logs): " + "; ".join(parts) + "."
+
+
+def audio_ablation(ablation: dict) -> str | None:
+    """The audio ablation of notebook 04 (``audio_ablation.json``): overall greedy accuracy with and without
+    audio, and the classes whose accuracy moved most."""
+    modes = [m for m in ablation if m != "none"]
+    if not modes or "none" not in ablation:
+        return None
+    on, off = ablation[modes[0]], ablation["none"]
+    d = 100 * (off["accuracy"] - on["accuracy"])
+    said = (f"Greedy test accuracy of the SFT policy: {on['accuracy']:.2f} with audio ({modes[0]}), "
+            f"{off['accuracy']:.2f} without ({d:+.1f} points, {_move(d)}; {on['n']} clips).")
+    per_on, per_off = on.get("per_class", {}), off.get("per_class", {})
+    moved = sorted(((100 * (per_off[c] - per_on[c]), c) for c in per_on if c in per_off))
+    if moved:
+        said += " Per class, the largest changes without audio: " + ", ".join(
+            f"{c} {per_on[c]:.2f} → {per_off[c]:.2f}" for _, c in moved[:3]) + "."
+    return said
+
+
 def agreement(results: dict) -> str | None:
     """How the headline judge agrees with each other reading (Cohen's κ on the ERV arm's rationales)."""
     head = results.get("protocol", {}).get("judge")
@@ -164,7 +207,8 @@ def discussion(results: dict, histories: dict[str, Sequence[dict]] | None = None
     for p in protocols(results):
         lines += [f"- {goal(results, p)}", f"- {difference(results, p)}"]
         lines += [f"- {s}" for s in arm_vs_sft(results, p)]
-    for s in (training(histories or {}), zero_spread(histories or {}), agreement(results), grounding(results)):
+    for s in (training(histories or {}), zero_spread(histories or {}), health(histories or {}), agreement(results),
+              grounding(results)):
         if s:
             lines.append(f"- {s}")
     return "\n".join(lines) + "\n"
@@ -172,7 +216,7 @@ def discussion(results: dict, histories: dict[str, Sequence[dict]] | None = None
 
 def hacking(good: Sequence[dict], lesson: Sequence[dict], last_steps: int = 3) -> dict:
     """Did the reward-hacking lesson run hack? Its last ``last_steps`` logged steps of GRPO completions
-    (``completions.jsonl`` rows) against the good ERV arm's: explanation reward paid, stuffed and repeated
+    (``curves.read_completions`` rows) against the good ERV arm's: explanation reward paid, stuffed and repeated
     sentences, completions with extra tags. Returns ``{"text", "hacked", "examples", "table"}``; ``hacked`` is
     read from the numbers (more than 5 % of sentences stuffed or repeated, or more than 5 % of completions with
     extra tags, and more so than the good arm), ``examples`` are whole completions that show it."""
@@ -218,33 +262,83 @@ def hacking(good: Sequence[dict], lesson: Sequence[dict], last_steps: int = 3) -
     return {"text": text, "hacked": bool(signs), "examples": examples, "table": table}
 
 
-def beside_shipped(results: dict, shipped: dict, seeds: dict | None = None, protocol: str = "sample") -> str:
-    """This run's ERV minus baseline next to the shipped run's and the training-seed spread (``seeds.json``):
-    a Markdown table and a sentence per metric saying whether this run falls inside the range seen so far."""
+def goal_holds(d: dict) -> bool:
+    """The goal on ERV minus baseline in points: EEA and EPC at least +15, UAR within ±3."""
+    return d["EEA"] >= GOAL["EEA"] and d["EPC"] >= GOAL["EPC"] and abs(d["UAR"]) <= GOAL["UAR"]
+
+
+def _range(xs: Sequence[float], sign: str = "+") -> str:
+    lo, hi = min(xs), max(xs)
+    return f"{lo:{sign}.1f}" if lo == hi else f"{lo:{sign}.1f} … {hi:{sign}.1f}"
+
+
+def reproducibility(spread: dict) -> str:
+    """What the measured spread (``reference_run/spread.json``, ``scripts/spread.py``) says: how far ERV minus
+    baseline and each arm moved across set-ups of one commit (seeds, CPU numerics, library versions), and in how
+    many the goal held, per protocol. Markdown bullets."""
+    rows = spread.get("setups") or []
+    if not rows:
+        return "- No spread measured (scripts/spread.py writes erv_lab/reference_run/spread.json).\n"
+    names = ", ".join(f"{r['name']} ({r['what']})" for r in rows)
+    lines = [f"- **{len(rows)} set-ups of the same commit**, each retraining the whole cpu-tiny pipeline: {names}."]
+    for p in ("sample", "greedy"):
+        if not all(p in r for r in rows):
+            continue
+        diffs = [r[p]["erv_minus_baseline"] for r in rows]
+        met = sum(goal_holds(d) for d in diffs)
+        ranges = ", ".join(f"{k} {_range([d[k] for d in diffs])}" for k in ("EEA", "EPC", "UAR"))
+        pos = {k: sum(d[k] > 0 for d in diffs) for k in ("EEA", "EPC")}
+        lines.append(f"- ERV minus baseline ({p}), points: {ranges}. ERV was above the baseline in EEA in "
+                     f"{pos['EEA']} of {len(rows)} set-ups and in EPC in {pos['EPC']} of {len(rows)}; the goal "
+                     f"(EEA and EPC ≥ +{GOAL['EEA']:.0f}, UAR within ±{GOAL['UAR']:.0f}) held in {met} of {len(rows)}.")
+        arms = "; ".join(f"{NAMES[a]} " + ", ".join(f"{k} {_range([r[p][a][k] for r in rows], '')}"
+                                                    for k in ("EEA", "EPC", "UAR")) for a in ARMS)
+        lines.append(f"- Each model ({p}), points: {arms}.")
+    return "\n".join(lines) + "\n"
+
+
+def _spread_values(spread: dict | None, seeds: dict | None, protocol: str, head: str | None) -> tuple[dict, str]:
+    """``({metric: [ERV - baseline points]}, what they are)`` from the measured spread, else the seed table."""
+    if spread and spread.get("setups"):
+        rows = [r for r in spread["setups"] if protocol in r]
+        return ({k: [r[protocol]["erv_minus_baseline"][k] for r in rows] for k in ("EEA", "EPC", "UAR")},
+                f"{len(rows)} measured set-ups")
+    table = ((seeds or {}).get(protocol) or {}).get(head, {})
+    return ({k: list(v["per_seed"].values()) for k, v in table.items()},
+            f"{len(next(iter(table.values()))['per_seed']) if table else 0} shipped seeds")
+
+
+def beside_shipped(results: dict, shipped: dict, seeds: dict | None = None, protocol: str = "sample",
+                   spread: dict | None = None) -> str:
+    """This run's ERV minus baseline next to the shipped run's and the spread measured so far (``spread.json``:
+    seeds, CPU numerics, library versions; else the training seeds of ``seeds.json``): a Markdown table and a
+    sentence per metric saying whether this run falls inside that range."""
     head = results.get("protocol", {}).get("judge")
     mine = results.get("erv_minus_baseline", {}).get(protocol, {})
     theirs = shipped.get("erv_minus_baseline", {}).get(protocol, {})
-    spread = ((seeds or {}).get(protocol) or {}).get(head, {})
+    seen_all, what = _spread_values(spread, seeds, protocol, head)
     rows, said = [], []
     for k in ("EEA", "EPC", "UAR"):
         if mine.get(k, {}).get("value") is None:
             continue
-        m = round(100 * mine[k]["value"], 1)  # seeds.json holds points to one decimal
+        m = round(100 * mine[k]["value"], 1)  # the spread files hold points to one decimal
         t = round(100 * theirs[k]["value"], 1) if theirs.get(k, {}).get("value") is not None else None
-        s = spread.get(k)
-        seen = s and list(s["per_seed"].values())
+        seen = seen_all.get(k)
         rows.append(f"| {k} | {m:+.1f} | " + ("–" if t is None else f"{t:+.1f}") + " | "
-                    + ("–" if not seen else f"{min(seen):+.1f} … {max(seen):+.1f} ({len(seen)} seeds)") + " | "
+                    + ("–" if not seen else f"{min(seen):+.1f} … {max(seen):+.1f}") + " | "
                     + ("–" if t is None else f"{m - t:+.1f}") + " |")
         if seen:
             lo, hi = min(seen), max(seen)
             where = "inside" if lo <= m <= hi else "above" if m > hi else "below"
-            said.append(f"{k} {m:+.1f} is {where} the range of the shipped seeds ({lo:+.1f} … {hi:+.1f})")
+            said.append(f"{k} {m:+.1f} is {where} the range of the {what} ({lo:+.1f} … {hi:+.1f})")
     if not rows:
         return f"No ERV minus baseline ({protocol}) to compare."
-    table = ["| ERV − baseline, points | this run | shipped run | shipped seeds | this − shipped |",
+    table = [f"| ERV − baseline, points | this run | shipped run | {what} | this − shipped |",
              "|---|---|---|---|---|", *rows]
-    note = ("; ".join(said) + ". The seeds' range is what training seeds alone moved on the machine that made "
-            "the shipped run; another CPU type or library version can move a run further.") if said else ""
+    scope = ("seeds, CPU instruction sets and library versions on the machine that made the shipped run; a CPU or "
+             "stack not among them can move a run further") if "set-ups" in what else \
+        ("what training seeds alone moved on the machine that made the shipped run; another CPU type or library "
+         "version can move a run further")
+    note = ("; ".join(said) + f". The range covers {scope}.") if said else ""
     return f"**Your run beside the shipped one** ({protocol}, judge {head}):\n\n" + "\n".join(table) + \
         ("\n\n" + note if note else "") + "\n"

@@ -23,9 +23,10 @@ HEADERS = {"FCR_given_correct": "FCR \\| correct"}
 REFERENCE_FILES = ("results.json", "results.md", "course_timings.json", "eval/records.json",
                    "sft/log_history.json", "baseline/log_history.json", "erv/log_history.json",
                    "sft/metrics.json", "baseline/metrics.json", "erv/metrics.json",
-                   "baseline/completions.jsonl", "erv/completions.jsonl",
+                   "baseline/completions/completions_*.parquet", "erv/completions/completions_*.parquet",
                    "verifier/erv_verifier.json", "judge/erv_verifier.json",
-                   "erv-degenerate/log_history.json", "erv-degenerate/completions.jsonl", "erv-degenerate/metrics.json")
+                   "erv-degenerate/log_history.json", "erv-degenerate/completions/completions_*.parquet", "erv-degenerate/metrics.json",
+                   "audio_ablation.json", "cell_timings.json", "eval/readings.json")
 REFERENCE_MAX_BYTES = 3_000_000  # per file: keep the tracked folder small
 
 
@@ -247,6 +248,7 @@ def reference_markdown(results: dict, run_dir: str | Path | None = None) -> str:
 
 SEEDS_START, SEEDS_END = "<!-- seed-variation:start -->", "<!-- seed-variation:end -->"
 READINGS_START, READINGS_END = "<!-- readings:start -->", "<!-- readings:end -->"  # erv_lab.readings of the run
+SPREAD_START, SPREAD_END = "<!-- spread:start -->", "<!-- spread:end -->"  # readings.reproducibility(spread.json)
 
 
 def _replace_block(text: str, start: str, end: str, body: str) -> str:
@@ -256,8 +258,9 @@ def _replace_block(text: str, start: str, end: str, body: str) -> str:
 
 
 def sync_results_block(text: str, results: dict, run_dir: str | Path | None = None) -> str:
-    """``text`` with the part between ``BLOCK_START`` and ``BLOCK_END`` regenerated from ``results``, and the
-    seed-variation block (when the text has one) from ``run_dir/seeds.md`` (``scripts/seed_variation.py``)."""
+    """``text`` with the part between ``BLOCK_START`` and ``BLOCK_END`` regenerated from ``results``, and (when
+    the text has them) the seed-variation block from ``run_dir/seeds.md`` (``scripts/seed_variation.py``), the
+    readings of the run, and the measured spread from ``run_dir/spread.json`` (``scripts/spread.py``)."""
     if BLOCK_START not in text or BLOCK_END not in text:
         raise ValueError(f"no {BLOCK_START} ... {BLOCK_END} block")
     text = _replace_block(text, BLOCK_START, BLOCK_END, reference_markdown(results, run_dir))
@@ -269,6 +272,11 @@ def sync_results_block(text: str, results: dict, run_dir: str | Path | None = No
 
         text = _replace_block(text, READINGS_START, READINGS_END,
                               readings.discussion(results, curves.arm_histories(run_dir)))
+    spread = Path(run_dir) / "spread.json" if run_dir is not None else None
+    if SPREAD_START in text and spread is not None and spread.exists():
+        from erv_lab import readings
+
+        text = _replace_block(text, SPREAD_START, SPREAD_END, readings.reproducibility(json.loads(spread.read_text())))
     return text
 
 
@@ -335,15 +343,17 @@ def results_frame(results: dict, protocol: str = "sample"):
 
 # ---------------------------------------------------------------- end of the course
 def copy_reference_run(run_dir: str | Path, dest: str | Path = REFERENCE_DIR) -> list[str]:
-    """Copy the run's small artifacts (``REFERENCE_FILES``, each under ``REFERENCE_MAX_BYTES``) to ``dest``."""
+    """Copy the run's small artifacts (``REFERENCE_FILES``: paths or glob patterns, each file under
+    ``REFERENCE_MAX_BYTES``) to ``dest``."""
     run_dir, dest = Path(run_dir), Path(dest)
     copied = []
-    for rel in REFERENCE_FILES:
-        src = run_dir / rel
-        if src.exists() and src.stat().st_size <= REFERENCE_MAX_BYTES:
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dest / rel)
-            copied.append(rel)
+    for pattern in REFERENCE_FILES:
+        for src in sorted(run_dir.glob(pattern)):
+            rel = src.relative_to(run_dir).as_posix()
+            if src.is_file() and src.stat().st_size <= REFERENCE_MAX_BYTES:
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dest / rel)
+                copied.append(rel)
     return copied
 
 

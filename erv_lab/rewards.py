@@ -1,7 +1,10 @@
 """The three GRPO rewards of the paper (format, accuracy, explanation) as TRL reward functions.
 
 Each reward is ``f(completions, **kwargs) -> list[float]`` as TRL expects; ground truth comes from the
-``solution`` column, the label space from the ``dataset`` column (default ``"dfew"``). Semantics follow
+``solution`` column, the label space from the ``dataset`` column (default ``"dfew"``). In training, TRL also
+passes ``log_extra``: the accuracy reward adds the ``clip_id`` and ``solution`` columns and each explanation reward
+its verifier labels per sentence (``<name>/labels``) to TRL's completion logs (``completions/*.parquet``, the
+trackio/wandb table; :data:`LOGGED_COLUMNS`). Semantics follow
 ``docs/METHOD.md`` exactly; two opt-in deviations (strict format, anti-stuffing) are documented in
 ``docs/REWARDS.md``. This module trains nothing and knows no model: the explanation reward takes any
 object with ``predict_proba(list[str]) -> (n, 28)``. Used by ``erv_lab.train``, ``evaluate`` and the widgets.
@@ -25,6 +28,7 @@ _STRICT = re.compile(r"<think>(.*?)</think>\s*<answer>(.*?)</answer>", re.DOTALL
 _ANY_TAG = re.compile(r"<\s*/?\s*(think|answer)\s*>", re.IGNORECASE)
 
 VARIANTS = ("sentence", "sentence_with_neutral", "paragraph", "consistency")
+LOGGED_COLUMNS = ("clip_id", "solution")  # what accuracy_reward adds to TRL's completion logs (log_extra)
 PARAGRAPH_THRESHOLD = 0.5  # the paragraph-level variant's tau (docs/METHOD.md)
 
 
@@ -126,8 +130,15 @@ def accuracy_reward(completions: Sequence[Any], solution: Sequence[Any], dataset
 
     >>> accuracy_reward(["<answer> Sadness. </answer>", "sad"], ["sad", "<answer>sad</answer>"])
     [1.0, 0.0]
+
+    Called by TRL's GRPOTrainer, it also hands each completion's ``clip_id`` and ``solution`` (the target) to
+    ``log_extra``, so that TRL's completion logs say which clip a row is for.
     """
     n = len(completions)
+    log_extra = kwargs.get("log_extra")
+    if log_extra is not None:
+        log_extra("clip_id", [None if c is None else str(c) for c in _column(kwargs.get("clip_id"), n, None)])
+        log_extra("solution", [None if y is None else completion_text(y) for y in _column(solution, n, None)])
     datasets = _datasets(dataset, n)
     truths = [_solution_label(s, d) for s, d in zip(_column(solution, n, None), datasets)]
     out = []
@@ -232,8 +243,11 @@ class ExplanationReward:
                 f"anti_stuffing={self.anti_stuffing})")
 
     def __call__(self, completions: Sequence[Any], solution: Sequence[Any] | None = None,
-                 dataset: Any = None, **kwargs: Any) -> list[float]:
-        return [d["reward"] for d in self.details(completions, solution, dataset)]
+                 dataset: Any = None, log_extra: Callable | None = None, **kwargs: Any) -> list[float]:
+        details = self.details(completions, solution, dataset)
+        if log_extra is not None:  # TRL's GRPOTrainer: one column in its completion logs
+            log_extra(f"{self.__name__}/labels", [sentence_labels_text(d) for d in details])
+        return [d["reward"] for d in details]
 
     def details(self, completions: Sequence[Any], solution: Sequence[Any] | None = None,
                 dataset: Any = None) -> list[dict]:
@@ -299,6 +313,19 @@ class ExplanationReward:
             reward = m / n_nn if (k is not None and n_nn > 0) else 0.0
         return {"reward": float(reward), "target": target, "target_index": k, "n": n, "n_nn": n_nn, "m": m,
                 "sentences": items}
+
+
+def sentence_labels_text(detail: dict) -> list[str]:
+    """One string per scored sentence of an :meth:`ExplanationReward.details` entry: its verifier label set
+    (``"sadness+neutral"``), ``" ✓"`` when it is credited with the target, ``" (stuffing: keywords)"`` when the
+    anti-stuffing guard refused it. The ``<name>/labels`` column of TRL's completion logs.
+
+    >>> sentence_labels_text({"sentences": [{"names": ["sadness"], "credited": True, "stuffing": None},
+    ...                                     {"names": ["neutral"], "credited": False, "stuffing": "repeat"}]})
+    ['sadness ✓', 'neutral (stuffing: repeat)']
+    """
+    return ["+".join(it["names"]) + (" ✓" if it["credited"] else "")
+            + (f" (stuffing: {it['stuffing']})" if it["stuffing"] else "") for it in detail["sentences"]]
 
 
 # --------------------------------------------------------------------------- registry

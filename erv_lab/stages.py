@@ -9,6 +9,8 @@ keeps its settings inside and is evaluated again with a warning). The work itsel
 ``train_grpo``): those make what they are asked for -- resuming from their own checkpoints and caches -- and
 none of them decides whether a finished artefact is reused, or trains or evaluates another stage as a side
 effect; ``erv_lab.evaluate`` is a pure scorer of decodes. ``erv_lab.arms`` runs the two GRPO arms side by side.
+While a stage trains (SFT, an arm, the verifier) or a run is evaluated, its folder's lock (``erv_lab.locks``,
+``<run>/.<stage>.lock``) is held: a second process gets a clear error instead of training the same folder.
 
     erv-lab evaluate --preset cpu-tiny          # -> runs/cpu-tiny/results.json, results.md
 """
@@ -34,6 +36,29 @@ def _is_main() -> bool:
 
 def _settings(d: dict) -> dict:
     return reuse.normalise(d)
+
+
+def _stage_lock(out: str | Path, what: str = "trained"):
+    """The lock of stage folder ``out`` (``erv_lab.locks``: one trainer per folder), taken by the main process
+    only; the other ranks of an accelerate launch follow it."""
+    from contextlib import nullcontext
+
+    from erv_lab.locks import stage_lock
+
+    return stage_lock(out, what) if _is_main() else nullcontext()
+
+
+def _locked(name: str, what: str):
+    """Decorator: hold the lock of ``run_dir/<name>`` (``run_dir``: the call's second argument) around the call."""
+    import functools
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(cfg, run_dir, *args, **kw):
+            with _stage_lock(Path(run_dir) / name, what):
+                return fn(cfg, run_dir, *args, **kw)
+        return inner
+    return wrap
 
 
 # ============================================================================ dataset
@@ -102,10 +127,11 @@ def ensure_verifier(cfg, run_dir: str | Path, progress: bool | None = True):
     if reuse.check(out, settings, artefacts=(V.CONFIG_FILE,), what="training a new verifier") and \
             (out / V.CONFIG_FILE).exists():
         return V.load_verifier(out)
-    model = V.train_verifier(cfg, progress)
-    model.info["max_train"] = cfg.verifier.max_train
-    model.save(out)
-    reuse.record(out, settings)
+    with _stage_lock(out):
+        model = V.train_verifier(cfg, progress)
+        model.info["max_train"] = cfg.verifier.max_train
+        model.save(out)
+        reuse.record(out, settings)
     V.log_scalars(out / "runs", "verifier", model.info, cfg.report_to)
     model.path = str(out)
     return model
@@ -208,8 +234,9 @@ def initial_policy(cfg, train_ds, out: Path):
     tokenizer and warmed-up model, saved in ``out/init``), after checking ``out``'s settings."""
     from erv_lab.train import build_initial_policy
 
-    claim_stage(out, stage_settings(cfg, "sft"))
-    return build_initial_policy(cfg, train_ds, out)
+    with _stage_lock(out):
+        claim_stage(out, stage_settings(cfg, "sft"))
+        return build_initial_policy(cfg, train_ds, out)
 
 
 def ensure_sft(cfg, run_dir: str | Path, dataset=None, callbacks: Sequence = (), on_log: Callable | None = None,
@@ -225,10 +252,11 @@ def ensure_sft(cfg, run_dir: str | Path, dataset=None, callbacks: Sequence = (),
         return out / "final"
     train_ds = (dataset or ensure_dataset(cfg, run_dir))["train"]
     T.require_rationales(train_ds)  # before anything is moved aside or built
-    claim_stage(out, settings)
-    P.seed_everything(T.sft_seed(cfg))
-    start, meta = T.build_initial_policy(cfg, train_ds, out)
-    return T.train_sft(cfg, out, train_ds, start, meta, callbacks, on_log)
+    with _stage_lock(out):  # held from the settings check to the saved model
+        claim_stage(out, settings)
+        P.seed_everything(T.sft_seed(cfg))
+        start, meta = T.build_initial_policy(cfg, train_ds, out)
+        return T.train_sft(cfg, out, train_ds, start, meta, callbacks, on_log)
 
 
 def ensure_grpo(cfg, run_dir: str | Path, arm: str, dataset=None, reward_funcs: tuple | None = None,
@@ -243,15 +271,16 @@ def ensure_grpo(cfg, run_dir: str | Path, arm: str, dataset=None, reward_funcs: 
     settings = stage_settings(cfg, "grpo", arm)
     if finished(out, settings) and not force:
         return out / "final"
-    claim_stage(out, settings)
-    P.seed_everything(cfg.grpo.seed)  # before anything else this call may build (SFT, verifier, the model)
-    sft = ensure_sft(cfg, run_dir, dataset=dataset)
-    splits = dataset or ensure_dataset(cfg, run_dir)
-    if reward_funcs is None:
-        verifier = ensure_verifier(cfg, run_dir, progress=False) if T.needs_verifier(cfg) else None
-        reward_funcs = T.arm_rewards(cfg, arm, verifier)
-    funcs, weights = reward_funcs
-    return T.train_grpo(cfg, out, sft, splits["train"], funcs, weights, arm, callbacks, on_log)
+    with _stage_lock(out):  # held from the settings check to the saved model
+        claim_stage(out, settings)
+        P.seed_everything(cfg.grpo.seed)  # before anything else this call may build (SFT, verifier, the model)
+        sft = ensure_sft(cfg, run_dir, dataset=dataset)
+        splits = dataset or ensure_dataset(cfg, run_dir)
+        if reward_funcs is None:
+            verifier = ensure_verifier(cfg, run_dir, progress=False) if T.needs_verifier(cfg) else None
+            reward_funcs = T.arm_rewards(cfg, arm, verifier)
+        funcs, weights = reward_funcs
+        return T.train_grpo(cfg, out, sft, splits["train"], funcs, weights, arm, callbacks, on_log)
 
 
 # ============================================================================ checks after training (notebooks 04, 05)
@@ -310,11 +339,14 @@ def heldout_examples(cfg, run_dir: str | Path, dataset=None) -> list[dict]:
     return [test[i] for i in range(n)]
 
 
+@_locked("eval", "evaluated")  # one evaluation of a run folder at a time (its lock: run_dir/.eval.lock)
 def ensure_results(cfg, run_dir: str | Path, force: bool = False, dataset=None) -> dict:
     """Train what is missing (:func:`ensure_sft` / :func:`ensure_grpo`), then reuse ``run_dir/results.json``
     only when it scored these very models with the same evaluation settings, judges and verifier
     (``results["settings"]``); otherwise decode with all three models, have ``erv_lab.evaluate`` score the
-    decodes, and write results.json + results.md (``erv_lab.report``)."""
+    decodes, and write results.json + results.md (``erv_lab.report``). Label files in ``run_dir/human/`` add
+    ``results["human"]`` (``erv_lab.human.run_reading``), also to reused results, without evaluating again."""
+    from erv_lab import human
     from erv_lab.evaluate import evaluate_by_dataset, model_fingerprint
     from erv_lab.report import write_results
 
@@ -330,7 +362,8 @@ def ensure_results(cfg, run_dir: str | Path, force: bool = False, dataset=None) 
     if path.exists() and not force:
         saved = json.loads(path.read_text())
         if saved.get("settings") == settings:
-            return saved
+            human.update_results(run_dir)  # labels given since: only results["human"] changes, nothing is decoded
+            return json.loads(path.read_text())
         warnings.warn(f"{path} was made for other models or settings: evaluating again", stacklevel=2)
     examples = heldout_examples(cfg, run_dir, dataset)
     t0 = time.perf_counter()  # evaluation time only: training above is counted by its own stage
@@ -343,4 +376,7 @@ def ensure_results(cfg, run_dir: str | Path, force: bool = False, dataset=None) 
     for name, per in (results.get("datasets") or {}).items():  # several datasets: each its own results file
         results["datasets"][name] = write_results({**per, "settings": settings}, run_dir / "datasets" / name)
     results["settings"] = settings
+    block = human.run_reading(run_dir) if (run_dir / "eval" / "records.json").exists() else None
+    if block is not None:  # the learners' reading beside the judges' (erv_lab.human); absent without label files
+        results["human"] = block
     return write_results(results, run_dir, eval_seconds=time.perf_counter() - t0)

@@ -373,6 +373,12 @@ def generate(out: str | Path, layout: str = "dfew", clips: int = 280, seed: int 
     return summary
 
 
+def clip_path(root: str | Path, layout: str, clip_id: str) -> Path:
+    """The mp4 of a synthetic clip under ``root`` (``Clip/original/`` in the DFEW layout, ``data/clips/`` in
+    MAFW's): its frames and 16 kHz voice, read back with ``erv_lab.media.decode_clip`` (notebook 01 plays it)."""
+    return Path(root) / ("Clip/original" if layout == "dfew" else "data/clips") / f"{clip_id}.mp4"
+
+
 def read_meta(root: str | Path) -> dict[str, dict]:
     """clip_id -> the side-file row (label, cues, rationale, drifted, drift, test_fold); {} for real data."""
     path = Path(root) / META_DIR / "clips.jsonl"

@@ -7,8 +7,9 @@
 Both arms start from the SFT model with identical data, seeds, steps and hyperparameters; only the reward
 weights differ. :func:`train_sft` / :func:`train_grpo` train unconditionally and resume from the last
 checkpoint in their folder; whether a stage runs at all (its saved settings match, or the folder is moved
-aside) is ``erv_lab.stages``. Logs per stage: ``log_history.{json,csv}``, ``completions.jsonl`` (GRPO, every
-reward part; ``erv_lab.trl_compat``), ``metrics.json`` (seconds/step, peak memory). :func:`quick_eval` decodes a
+aside) is ``erv_lab.stages``. Logs per stage: ``log_history.{json,csv}``, ``completions/*.parquet`` (GRPO: TRL's
+own completion logs, every reward part; ``erv_lab.trl_compat``), ``metrics.json`` (seconds/step, peak memory); the
+curves also go to ``cfg.report_to`` (TensorBoard, trackio: :func:`tracking`). :func:`quick_eval` decodes a
 few clips as a check after training; the held-out evaluation is ``erv_lab.stages.ensure_results``, reading the
 logs ``erv_lab.curves``, drawing them ``erv_lab.plots``.
 """
@@ -28,7 +29,7 @@ from erv_lab import policy as P
 from erv_lab.curves import write_log_history
 from erv_lab.labels import vocabulary
 from erv_lab.precision import HalfPrecisionGuard, keep_trainables_fp32, trainable_snapshot
-from erv_lab.trl_compat import grpo_trainer_class
+from erv_lab.trl_compat import grpo_trainer_class, local_trackio
 
 ARMS = ("baseline", "erv")
 BASELINE_REWARDS = ["format", "accuracy"]
@@ -59,9 +60,37 @@ def policy_dataset(ds, audio: str, with_target: bool):
 
 
 # ---------------------------------------------------------------- logging helpers
+def _checkpoint_state(ckpt: Path) -> dict | None:
+    """A checkpoint's ``trainer_state.json``; None when missing or cut short (the Trainer writes it last, so a
+    checkpoint without it was interrupted while saving)."""
+    try:
+        return json.loads((Path(ckpt) / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _last_checkpoint(out: Path) -> str | None:
-    ckpts = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    return str(ckpts[-1]) if ckpts else None
+    """The newest *complete* checkpoint in ``out`` (a kill during a save leaves an incomplete one: skipped)."""
+    ckpts = sorted((p for p in Path(out).glob("checkpoint-*") if p.name.split("-")[1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[1]), reverse=True)
+    return next((str(p) for p in ckpts if _checkpoint_state(p) is not None), None)
+
+
+def resume_note(out: Path, stage: str) -> str:
+    """Where the stage in ``out`` stands for a restart: ``"resuming grpo baseline from checkpoint-3 (step 3 of
+    6)"``, ``"grpo baseline: finished"`` or ``"grpo baseline: no checkpoint yet, starts from step 0"``."""
+    if (Path(out) / "final" / "policy.json").exists():
+        return f"{stage}: finished"
+    ckpt = _last_checkpoint(out)
+    if ckpt is None:
+        return f"{stage}: no checkpoint yet, starts from step 0"
+    state = _checkpoint_state(Path(ckpt))
+    return f"resuming {stage} from {Path(ckpt).name} (step {state['global_step']} of {state.get('max_steps', '?')})"
+
+
+def _say_resume(resume: str | None, out: Path, stage: str) -> None:
+    if resume and _is_main():
+        print(resume_note(out, stage), flush=True)
 
 
 def _peak_memory() -> dict:
@@ -254,6 +283,30 @@ def _checkpointing(on: bool) -> dict:
     return {name: on}
 
 
+def tracking(cfg, out: Path) -> dict:
+    """Where a trainer reports (``cfg.report_to`` as a list) and under which names: trackio files each stage as
+    run ``<stage folder>`` (sft, baseline, erv, ...) of project ``erv-lab-<preset>``, locally (no Space: not
+    ``trackio_space_id``, never a static Space; :func:`erv_lab.trl_compat.local_trackio` keeps notebooks from
+    starting a dashboard). ``trackio show --project erv-lab-<preset>`` opens it."""
+    return {"report_to": cfg.trackers, "project": f"erv-lab-{cfg.preset}", "run_name": Path(out).name,
+            "trackio_static_space_id": False}
+
+
+TRACKER_INSTALL = {"trackio": 'pip install "erv-lab[trackio]" (README: trackio)', "wandb": "pip install wandb",
+                   "tensorboard": "pip install tensorboard"}
+
+
+def require_trackers(cfg) -> None:
+    """Refuse a ``report_to`` that names a tracker which is not installed, before a model is built, with the
+    command that installs it (transformers would fail later, inside the Trainer)."""
+    import importlib.util
+
+    missing = [t for t in cfg.trackers if importlib.util.find_spec(t) is None]
+    if missing:
+        raise ImportError(f"report_to names {', '.join(missing)}, not installed here: "
+                          + "; ".join(TRACKER_INSTALL.get(t, f"pip install {t}") for t in missing))
+
+
 def sft_args(cfg, out: Path):
     """``trl.SFTConfig`` from ``cfg.sft``: cosine schedule with warm-up, as in the paper's cold start."""
     from trl import SFTConfig
@@ -266,7 +319,7 @@ def sft_args(cfg, out: Path):
         max_length=None,  # VLM rows are not truncated (image tokens must stay whole); rationales are short
         logging_steps=s.logging_steps or max(1, min(10, cfg.grpo.logging_steps)), save_strategy="steps",
         save_steps=SFT_SAVE_STEPS,
-        save_total_limit=2, report_to=cfg.report_to, seed=sft_seed(cfg), use_cpu=not torch.cuda.is_available(),
+        save_total_limit=2, **tracking(cfg, out), seed=sft_seed(cfg), use_cpu=not torch.cuda.is_available(),
         **P.precision_flags(cfg.policy), remove_unused_columns=False,
         dataloader_num_workers=0, disable_tqdm=False,
         **_checkpointing(True))  # TRL's SFT default, under its current name
@@ -305,6 +358,7 @@ def sft_trainer(cfg, out: Path, train_ds, start, meta: dict, callbacks: Sequence
     from trl import SFTTrainer
 
     require_rationales(train_ds)
+    require_trackers(cfg)
     processor = P.load_processor(start) if meta["kind"] == "tiny-llava" else P.hub_processor(start)
     model = _trainable_policy(start, cfg)
     guard = HalfPrecisionGuard()
@@ -314,6 +368,7 @@ def sft_trainer(cfg, out: Path, train_ds, start, meta: dict, callbacks: Sequence
                          callbacks=[guard, HistoryCallback(out, on_log), *callbacks])
     keep_trainables_fp32(trainer.model, snapshot)
     trainer.guard = guard.attach(trainer)
+    local_trackio(trainer)
     notebook_progress(trainer, "sft")
     return trainer, processor
 
@@ -328,6 +383,7 @@ def train_sft(cfg, out: Path, train_ds, start, meta: dict, callbacks: Sequence =
     """
     trainer, processor = sft_trainer(cfg, out, train_ds, start, meta, callbacks, on_log)
     resume = _last_checkpoint(out)
+    _say_resume(resume, out, "sft")
     steps0 = int(resume.rsplit("-", 1)[1]) if resume else 0
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
@@ -377,8 +433,33 @@ def group_advantages(rewards: Sequence[float], num_generations: int, eps: float 
     return adv.flatten().tolist()
 
 
+def gdpo_advantages(rewards_per_func: Sequence[Sequence[float]], weights: Sequence[float], num_generations: int,
+                    eps: float = 1e-4) -> list[float]:
+    """GDPO's advantage (``grpo.multi_objective_aggregation: normalize_then_sum``, as TRL computes it): each
+    reward is normalised within its group first, ``(r_k - mean_k) / (std_k + eps)``, the normalised rewards are
+    summed with their weights, and the sums are normalised over the whole batch. A reward whose spread in a group
+    is tiny (a format reward that is almost always 1) then weighs as much as one that varies a lot.
+
+    >>> per_func = [[1, 1, 0.5], [1, 0, 1.0], [0, 1, 0.5]]  # 3 completions x (format, accuracy, explanation)
+    >>> [round(a, 2) for a in group_advantages([sum(r) for r in per_func], 3)]  # GRPO: sums 2.5 > 2.0 > 1.5
+    [1.0, 0.0, -1.0]
+    >>> [round(a, 2) for a in gdpo_advantages(per_func, [1, 1, 1], 3)]  # GDPO: B's explanation weighs as A's answer
+    [0.58, 0.58, -1.15]
+    """
+    r = torch.tensor(rewards_per_func, dtype=torch.float64)  # (completions, rewards)
+    g = r.view(-1, num_generations, r.shape[1])
+    norm = ((g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True) + eps)).view(-1, r.shape[1])
+    total = (norm * torch.tensor(weights, dtype=torch.float64)).sum(1)
+    return ((total - total.mean()) / (total.std() + eps)).tolist()
+
+
 def grpo_args(cfg, out: Path, **overrides):
-    """``trl.GRPOConfig`` from ``cfg.grpo``. Each optimisation step sees ``prompts_per_step`` prompts x G."""
+    """``trl.GRPOConfig`` from ``cfg.grpo``. Each optimisation step sees ``prompts_per_step`` prompts x G.
+
+    TRL logs the completions itself (``log_completions``): at every logging step the last generation batch goes to
+    ``out/completions/completions_<step>.parquet`` and, when ``report_to`` names trackio or wandb, to its table with
+    the prompt's images (``log_multimodal`` is on only then: the parquet files never hold images). No rich table is
+    printed (``num_completions_to_print=0``, which also keeps TRL from drawing a sample with ``random``)."""
     from trl import GRPOConfig
 
     g = cfg.grpo
@@ -397,19 +478,23 @@ def grpo_args(cfg, out: Path, **overrides):
         **_checkpointing(g.gradient_checkpointing), temperature=g.temperature,
         max_completion_length=g.max_completion_length, seed=g.seed, data_seed=g.seed,
         logging_steps=g.logging_steps, save_strategy="steps", save_steps=g.save_steps, save_total_limit=2,
-        report_to=cfg.report_to, use_cpu=not torch.cuda.is_available(), **P.precision_flags(cfg.policy),
+        **tracking(cfg, out), use_cpu=not torch.cuda.is_available(), **P.precision_flags(cfg.policy),
         remove_unused_columns=False, lr_scheduler_type="constant_with_warmup",
-        warmup_steps=0, log_completions=False, dataloader_num_workers=0,
-        loss_type=g.loss_type, disable_dropout=g.disable_dropout, reward_weights=None, **chunked)
+        warmup_steps=0, log_completions=True, num_completions_to_print=0,
+        log_multimodal=bool({"trackio", "wandb"} & set(cfg.trackers)), dataloader_num_workers=0,
+        loss_type=g.loss_type, disable_dropout=g.disable_dropout, reward_weights=None,
+        multi_objective_aggregation=g.multi_objective_aggregation, **chunked)
     kw.update(overrides)
     return GRPOConfig(**kw)
 
 
 def grpo_trainer(cfg, out: Path, sft: Path, train_ds, funcs: Sequence, weights: Sequence[float],
                  callbacks: Sequence = (), on_log: Callable | None = None):
-    """``(trainer, processor)``: TRL's ``GRPOTrainer`` (with ``erv_lab.trl_compat``'s overrides) from the SFT
+    """``(trainer, processor)``: TRL's ``GRPOTrainer`` (with ``erv_lab.trl_compat``'s override) from the SFT
     model ``sft``, its trainable parameters as they were before TRL's QLoRA cast and a
-    :class:`~erv_lab.precision.HalfPrecisionGuard` attached."""
+    :class:`~erv_lab.precision.HalfPrecisionGuard` attached. It writes its completion logs to
+    ``out/completions/`` (:func:`grpo_args`; read back by ``erv_lab.curves.read_completions``)."""
+    require_trackers(cfg)
     processor = P.load_processor(sft)
     model = _trainable_policy(sft, cfg)  # from a saved path: TRL rebuilds the beta>0 reference from it
     guard = HalfPrecisionGuard()
@@ -420,7 +505,7 @@ def grpo_trainer(cfg, out: Path, sft: Path, train_ds, funcs: Sequence, weights: 
                                    callbacks=[guard, HistoryCallback(out, on_log), *callbacks])
     keep_trainables_fp32(trainer.model, snapshot)
     trainer.guard = guard.attach(trainer)
-    trainer.completions_path = out / "completions.jsonl"
+    local_trackio(trainer)
     notebook_progress(trainer, f"grpo {out.name}")
     return trainer, processor
 
@@ -437,6 +522,7 @@ def train_grpo(cfg, out: Path, sft: Path, train_ds, funcs: Sequence, weights: Se
     """
     trainer, processor = grpo_trainer(cfg, out, sft, train_ds, funcs, weights, callbacks, on_log)
     resume = _last_checkpoint(out)
+    _say_resume(resume, out, f"grpo {arm}")
     steps0 = int(resume.rsplit("-", 1)[1]) if resume else 0
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
@@ -450,7 +536,8 @@ def train_grpo(cfg, out: Path, sft: Path, train_ds, funcs: Sequence, weights: Se
 
 
 def quick_eval(model, processor, ds, audio, n: int | None = None, max_new_tokens: int = 96) -> dict:
-    """Greedy decoding on the first ``n`` rows of ``ds``: mean format and accuracy rewards (strict format).
+    """Greedy decoding on the first ``n`` rows of ``ds``: mean format and accuracy rewards (strict format), and
+    the accuracy per true class (``per_class``, with ``per_class_n`` clips each).
     ``audio``: ``cfg.policy`` (its audio mode and frame mosaics, as training saw the clips) or an audio mode.
     A check after training (notebook 04), not the held-out evaluation (``erv_lab.stages.ensure_results``)."""
     from erv_lab.rewards import accuracy_reward, format_reward
@@ -459,7 +546,12 @@ def quick_eval(model, processor, ds, audio, n: int | None = None, max_new_tokens
     outs = P.generate(model, processor, rows, temperature=0.0, max_new_tokens=max_new_tokens, audio=audio)
     acc = accuracy_reward(outs, solution=rows["label"], dataset=rows["dataset"])
     fmt = format_reward(outs, strict=True)
-    return {"n": len(outs), "accuracy": sum(acc) / len(acc), "format": sum(fmt) / len(fmt), "outputs": outs}
+    per_class: dict[str, list[float]] = {}
+    for y, a in zip(rows["label"], acc):
+        per_class.setdefault(y, []).append(a)
+    return {"n": len(outs), "accuracy": sum(acc) / len(acc), "format": sum(fmt) / len(fmt),
+            "per_class": {y: round(sum(v) / len(v), 4) for y, v in sorted(per_class.items())},
+            "per_class_n": {y: len(v) for y, v in sorted(per_class.items())}, "outputs": outs}
 
 
 def degenerate_config(cfg):

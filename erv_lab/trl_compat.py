@@ -1,24 +1,30 @@
-"""Everything erv-lab does with TRL's private methods, in one small place, for the TRL range it was written for.
+"""Everything erv-lab does with TRL's and transformers' private names, in one small place, for the TRL range it
+was written for.
 
-``GRPOTrainer`` is used as TRL ships it except for two overrides, both of private methods (``_``-names TRL may
-change in any release, so the range is pinned here and in ``pyproject.toml``, and ``tests/test_api_drift.py``
-fails by name when one of them moves):
+``GRPOTrainer`` logs its completions as TRL ships it: ``log_completions=True`` (``erv_lab.train.grpo_args``)
+makes TRL write, at every log (logging steps and the end of training; main process only),
+``<output_dir>/completions/completions_<step:05d>.parquet``: the generation batch of the last step (step,
+prompt, completion, one column per reward, advantage; rows of G share a prompt), plus the columns the rewards
+add through TRL's ``log_extra`` (``clip_id``, ``solution``, ``<explanation>/labels``: ``erv_lab.rewards``). With
+``report_to`` naming trackio (or wandb) the same table goes to its store. ``erv_lab.curves.read_completions``
+reads the files back. erv-lab sets ``num_completions_to_print=0``: TRL prints no rich table, and does not draw
+the rows it would print with Python's ``random`` (the training run's numbers do not depend on logging).
 
-- ``_generate_and_score_completions`` is wrapped to remember each generation batch's ``solution`` and
-  ``clip_id``; ``log`` then appends the batch (completion, every reward part, advantage: rows of G share a
-  prompt) to ``completions.jsonl`` from TRL's own ``_logs`` buffer. TRL's ``log_completions`` prints a table
-  but keeps no file, and notebook 05 reads the rollouts back per prompt.
+What TRL 1.16 cannot do is one override, of a private method (``_``-names TRL may change in any release, so the
+range is pinned here and in ``pyproject.toml``, and ``tests/test_api_drift.py`` fails by name when it moves):
+
 - ``_get_per_token_logps_and_entropies``: LLaVA-OneVision needs ``batch_num_images`` (several images per prompt,
   so no tiling), which TRL 1.16 does not pass; a forward pre-hook adds it.
+
+And one wrapper of a private attribute of transformers' ``TrackioCallback`` (``_trackio``, the trackio module it
+calls): :func:`local_trackio` makes its ``trackio.init`` pass ``embed=False``. Otherwise, inside a notebook,
+``init`` starts trackio's dashboard server in the kernel and embeds it (on Colab through a public share link);
+erv-lab's trackio runs stay in the local store until ``trackio show`` opens it.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 TRL_RANGE = ("1.16", "1.17")  # >= first, < second: the versions whose private methods these overrides match
-OVERRIDDEN = ("_generate_and_score_completions", "_get_per_token_logps_and_entropies", "log")
-LOGS_KEYS = ("completion", "advantages", "rewards")  # what ``log`` reads from GRPOTrainer._logs
+OVERRIDDEN = ("_get_per_token_logps_and_entropies",)
 
 
 def _version(v: str) -> tuple[int, ...]:
@@ -37,25 +43,13 @@ def check_trl() -> None:
 
 
 def grpo_trainer_class():
-    """``trl.GRPOTrainer`` with the two overrides above (a class made on first use: importing this module
-    does not import TRL)."""
+    """``trl.GRPOTrainer`` with the override above (a class made on first use: importing this module does not
+    import TRL)."""
     check_trl()
     from trl import GRPOTrainer
 
-    class LoggingGRPOTrainer(GRPOTrainer):
-        """GRPOTrainer that appends the latest generation batch (completion, every reward part, advantage)
-        to ``completions.jsonl`` at each logging step: contiguous rows of G share a prompt."""
-
-        completions_path: Path | None = None
-        keep_per_log: int = 64
-
-        _meta: dict = {}
-
-        def _generate_and_score_completions(self, inputs):
-            from accelerate.utils import gather_object
-
-            self._meta = {k: gather_object([x.get(k) for x in inputs]) for k in ("solution", "clip_id")}
-            return super()._generate_and_score_completions(inputs)
+    class OneVisionGRPOTrainer(GRPOTrainer):
+        """GRPOTrainer that passes LLaVA-OneVision its ``batch_num_images``; everything else is TRL's."""
 
         def _get_per_token_logps_and_entropies(self, model, *args, batch_num_images=None, **kwargs):
             # LLaVA-OneVision needs ``batch_num_images`` (several images per prompt -> no tiling, as its processor
@@ -78,22 +72,30 @@ def grpo_trainer_class():
             finally:
                 handle.remove()
 
-        def log(self, logs, start_time=None):
-            rows = []
-            if self.accelerator.is_main_process and "loss" in logs and self.completions_path is not None:
-                L = self._logs
-                n = len(L["completion"])
-                for i in range(max(0, n - self.keep_per_log), n):
-                    comp = L["completion"][i]
-                    text = comp[0]["content"] if isinstance(comp, list) else comp
-                    rows.append({"step": self.state.global_step, "index": i, "completion": text,
-                                 "advantage": float(L["advantages"][i]),
-                                 **{k: v[i - n] for k, v in self._meta.items() if len(v) >= n - i},
-                                 **{f"reward/{k}": float(v[i]) for k, v in L["rewards"].items()}})
-            super().log(logs, start_time)
-            if rows:
-                with open(self.completions_path, "a") as f:
-                    for r in rows:
-                        f.write(json.dumps(r) + "\n")
+    return OneVisionGRPOTrainer
 
-    return LoggingGRPOTrainer
+
+class _LocalTrackio:
+    """The trackio module as ``TrackioCallback`` sees it, with ``init(..., embed=False)``."""
+
+    def __init__(self, module):
+        self._module = module
+
+    def __getattr__(self, name):
+        return getattr(self._module, name)
+
+    def init(self, *args, **kwargs):
+        return self._module.init(*args, **{**kwargs, "embed": False})
+
+
+def local_trackio(trainer) -> None:
+    """Keep a trainer's trackio run in the local store: its ``TrackioCallback`` (there when ``report_to`` names
+    trackio) calls ``trackio.init(embed=False)``, so no dashboard server starts inside a notebook and no share
+    link opens on Colab. Where it logs is trackio's: ``$TRACKIO_DIR``, else ``$HF_HOME/trackio``; a
+    ``TRACKIO_SPACE_ID`` or ``TRACKIO_SERVER_URL`` set in the environment still sends it there (the learner's
+    choice). A no-op without trackio."""
+    from transformers.integrations import TrackioCallback
+
+    for cb in trainer.callback_handler.callbacks:
+        if isinstance(cb, TrackioCallback) and not isinstance(cb._trackio, _LocalTrackio):
+            cb._trackio = _LocalTrackio(cb._trackio)

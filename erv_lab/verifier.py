@@ -114,6 +114,10 @@ class TfidfVerifier:
             for r in Parallel(n_jobs=n_jobs, return_as="generator")(jobs):
                 res.append(r)
                 bar.update(1)
+        if n_jobs != 1:  # loky's workers would otherwise idle for minutes, and outlive a killed parent
+            from joblib.externals.loky import get_reusable_executor
+
+            get_reusable_executor().shutdown(wait=True)
         model.coef = np.stack([r[0] for r in res]).astype(np.float32)
         model.intercept = np.array([r[1] for r in res], dtype=np.float32)
         model.info.update(C=C, pos_weight_power=pos_weight_power, n_features=int(X.shape[1]), n_train=len(texts))
@@ -248,7 +252,7 @@ class TransformerVerifier:
 
     def fit(self, texts: Sequence[str], Y: np.ndarray, epochs: float = 3.0, learning_rate: float = 2e-5,
             batch_size: int = 32, max_steps: int = -1, output_dir: str | Path | None = None,
-            report_to: str = "none") -> "TransformerVerifier":
+            report_to: str | Sequence[str] = "none") -> "TransformerVerifier":
         """Fine-tune with ``transformers.Trainer`` (BCE over 28 sigmoids; fp16 on CUDA); curves go to
         ``report_to`` (the config's ``report_to``: TensorBoard under ``output_dir/runs``)."""
         import tempfile
@@ -391,7 +395,9 @@ def train_verifier(cfg, progress: bool | None = True, rationale_rows: Sequence[d
         mdl, tok = TransformerVerifier.build(vc.model_name)
         model = TransformerVerifier(mdl, tok, {"base": vc.model_name})
         texts, Y, _ = training_set(vc.max_train, (), seed=cfg.data.seed)
-        model.fit(texts, Y, vc.epochs, vc.learning_rate, vc.batch_size, report_to=cfg.report_to)
+        # curves to TensorBoard (or wandb); trackio holds the policy's runs only (erv_lab.train.tracking)
+        model.fit(texts, Y, vc.epochs, vc.learning_rate, vc.batch_size,
+                  report_to=[t for t in cfg.trackers if t != "trackio"])
         rng = np.random.default_rng(cfg.data.seed)
         replay = rng.choice(len(texts), size=min(len(texts), len(rationale_rows)), replace=False)
         a_texts = [texts[i] for i in replay] + [r["sentence"] for r in rationale_rows]
@@ -405,10 +411,11 @@ def train_verifier(cfg, progress: bool | None = True, rationale_rows: Sequence[d
     return model
 
 
-def log_scalars(log_dir: str | Path, prefix: str, values: dict, report_to: str = "tensorboard") -> None:
+def log_scalars(log_dir: str | Path, prefix: str, values: dict, report_to: str | Sequence[str] = "tensorboard") -> None:
     """The numeric entries of ``values`` as TensorBoard scalars (a TF-IDF verifier has no training loop for
-    transformers to log), so ``tensorboard --logdir <run folder>`` shows the verifier beside SFT and GRPO."""
-    if report_to != "tensorboard":
+    transformers to log), so ``tensorboard --logdir <run folder>`` shows the verifier beside SFT and GRPO.
+    ``report_to``: the config's (a name or a list of names)."""
+    if "tensorboard" not in ([report_to] if isinstance(report_to, str) else report_to):
         return
     try:
         from torch.utils.tensorboard import SummaryWriter

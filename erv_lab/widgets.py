@@ -1,9 +1,9 @@
-"""The per-clip inspector of notebook 06: frames, spectrogram, truth, and each model's answer and rationale
+"""The per-clip inspector of notebook 07: frames, spectrogram, truth, and each model's answer and rationale
 with every sentence coloured by the verifier's labels, the reward parts and the judge's reading.
 
 ``clip_html`` / ``inspector_html`` render static HTML (GitHub preview, exported notebooks); ``inspector``
 wraps the same HTML in an ipywidgets app (pick a clip by id, by class, or where the arms disagree).
-Reads the per-clip records that ``erv_lab.evaluate`` wrote; computes nothing. Used by notebook 06 and
+Reads the per-clip records that ``erv_lab.evaluate`` wrote; computes nothing. Used by notebook 07 and
 ``erv_lab.explain``.
 """
 from __future__ import annotations

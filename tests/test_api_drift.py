@@ -5,6 +5,7 @@ fails here, by name, instead of deep inside a training run.
 """
 import dataclasses
 import inspect
+import os
 
 import pytest
 
@@ -20,12 +21,13 @@ def _params(fn) -> set[str]:
 SFT_ARGS = {"output_dir", "num_train_epochs", "learning_rate", "per_device_train_batch_size", "warmup_steps",
             "lr_scheduler_type", "max_length", "logging_steps", "save_strategy", "save_steps", "save_total_limit",
             "report_to", "seed", "use_cpu", "bf16", "fp16", "remove_unused_columns",
-            "dataloader_num_workers", "disable_tqdm"}
+            "dataloader_num_workers", "disable_tqdm", "project", "run_name", "trackio_static_space_id"}
 GRPO_ARGS = {"output_dir", "max_steps", "num_train_epochs", "learning_rate", "beta", "num_generations",
              "per_device_train_batch_size", "gradient_accumulation_steps", "temperature", "max_completion_length",
              "seed", "data_seed", "logging_steps", "save_strategy", "save_steps", "save_total_limit", "report_to",
              "use_cpu", "bf16", "fp16", "remove_unused_columns", "lr_scheduler_type", "warmup_steps",
-             "log_completions", "dataloader_num_workers", "loss_type", "reward_weights"}
+             "log_completions", "dataloader_num_workers", "loss_type", "reward_weights",
+             "num_completions_to_print", "log_multimodal", "project", "run_name", "trackio_static_space_id"}
 
 
 def test_sft_config_fields_exist():
@@ -121,22 +123,72 @@ def test_overridden_private_methods_still_exist_with_the_arguments_used():
 
     for name in OVERRIDDEN:
         assert callable(getattr(GRPOTrainer, name, None)), f"GRPOTrainer.{name} is gone"
-    assert {"inputs"} <= _params(GRPOTrainer._generate_and_score_completions)
     assert {"model", "pixel_values", "num_images"} <= _params(GRPOTrainer._get_per_token_logps_and_entropies)
-    assert {"logs", "start_time"} <= _params(GRPOTrainer.log)
 
 
-def test_the_log_buffer_the_completions_file_reads_is_still_filled():
-    """``LoggingGRPOTrainer.log`` reads GRPOTrainer's ``_logs[completion / advantages / rewards]``: they must be
-    the names TRL fills (the training tests then check the rows' contents)."""
+# ---------------------------------------------------------------- TRL's completion logs, as erv_lab reads them
+def test_trl_writes_the_completion_files_curves_reads():
+    """``erv_lab.curves.read_completions`` globs ``completions/completions_*.parquet`` under the output folder, and
+    the rewards' extra columns arrive through the ``log_extra`` kwarg: both are TRL's (1.16) names."""
     import trl.trainer.grpo_trainer as g
 
-    from erv_lab.trl_compat import LOGS_KEYS
+    from erv_lab.curves import COMPLETIONS_GLOB
 
-    src = inspect.getsource(g.GRPOTrainer)
-    assert "self._logs = {" in src
-    for key in LOGS_KEYS:
-        assert f'self._logs["{key}"]' in src, key
+    log = inspect.getsource(g.GRPOTrainer.log)
+    folder, pattern = COMPLETIONS_GLOB.split("/")
+    assert f'"{folder}",' in log and 'f"completions_{self.state.global_step:05d}.parquet"' in log
+    assert pattern == "completions_*.parquet"
+    for column in ('"step"', '"prompt"', '"completion"', '"advantage"', '**self._logs["rewards"]',
+                   '**self._logs["extra"]'):
+        assert column in log, column
+    rewards = inspect.getsource(g.GRPOTrainer._calculate_rewards)
+    assert 'reward_kwargs["log_extra"] = self._log_completion_extra' in rewards
+
+
+def test_no_completions_to_print_prints_nothing_and_draws_no_random_number(capsys):
+    """``num_completions_to_print=0`` (erv_lab.train.grpo_args): TRL's rich table returns before sampling rows
+    with ``random.sample`` -- logging must not move the training run's random state."""
+    import random
+
+    from trl.trainer.utils import print_prompt_completions_sample
+
+    random.seed(0)
+    state = random.getstate()
+    print_prompt_completions_sample(["p"] * 4, ["c"] * 4, {"r": [0.0] * 4}, [0.0] * 4, 1, num_samples=0)
+    assert random.getstate() == state and capsys.readouterr().out == ""
+
+
+def test_trackio_callback_still_calls_init_through_the_attribute_local_trackio_wraps():
+    from transformers.integrations import TrackioCallback
+
+    assert "self._trackio = trackio" in inspect.getsource(TrackioCallback.__init__)
+    assert "self._trackio.init(" in inspect.getsource(TrackioCallback.setup)
+
+
+def test_trackio_init_still_takes_embed():
+    trackio = pytest.importorskip("trackio") if not os.environ.get("CI") else __import__("trackio")  # make venv installs it; CI must run this
+    assert "embed" in _params(trackio.init)
+
+
+def test_local_trackio_makes_the_callback_init_without_embedding():
+    """A notebook must not start trackio's dashboard server (nor a Colab share link) when a run starts."""
+    from types import SimpleNamespace
+
+    from transformers.integrations import TrackioCallback
+
+    from erv_lab.trl_compat import local_trackio
+
+    calls = []
+    fake = SimpleNamespace(init=lambda **kw: calls.append(kw), log=lambda m: calls.append(m), __version__="0.43.0")
+    cb = TrackioCallback.__new__(TrackioCallback)  # __init__ needs trackio installed; the attribute is what counts
+    cb._trackio = fake
+    trainer = SimpleNamespace(callback_handler=SimpleNamespace(callbacks=[object(), cb]))
+    local_trackio(trainer)
+    local_trackio(trainer)  # idempotent: wrapped once
+    cb._trackio.init(project="p", name="erv", embed=True)
+    cb._trackio.log({"loss": 1.0})
+    assert calls == [{"project": "p", "name": "erv", "embed": False}, {"loss": 1.0}]
+    assert cb._trackio.__version__ == "0.43.0" and cb._trackio._module is fake
 
 
 def test_the_logging_trainer_overrides_exactly_the_listed_methods():

@@ -1,5 +1,6 @@
-"""The per-clip inspector in a real browser: Voilà serves notebooks/dashboard.ipynb over the shipped reference
-run's records, Playwright drives Debian's Chromium and checks what a person sees.
+"""The per-clip inspector and the labeller in a real browser: Voilà serves notebooks/dashboard.ipynb and
+notebooks/label.ipynb over the shipped reference run's records, Playwright drives Debian's Chromium and checks
+what a person sees (and, for the labeller, that each click is in the label file and survives a restart).
 
 Pitfalls handled: the system Chromium (``playwright install`` cannot download a browser here), readiness by
 polling a static file (every GET of ``/`` starts a kernel), outside requests blocked (the page asks a CDN for
@@ -40,21 +41,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    _need(Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM} (apt install chromium)")
-    _need(shutil.which("voila", path=str(Path(sys.executable).parent)) is not None or
-          __import__("importlib").util.find_spec("voila") is not None, "voila is not installed")
-    from erv_lab.stages import ensure_dataset
-
-    run = tmp_path_factory.mktemp("run")
-    ensure_dataset(load_config("cpu-tiny"), run, verbose=False)  # the test clips' frames and spectrograms
-    (run / "eval").mkdir()
-    shutil.copyfile(REFERENCE_DIR / "eval" / "records.json", run / "eval" / "records.json")
+def _serve(notebook: str, run: Path, env: dict | None = None):
+    """Serve ``notebooks/<notebook>`` with Voila over ``run``; yields the base URL, stops the server after."""
     port = _free_port()
-    env = {**os.environ, "ERV_LAB_DASHBOARD_RUN": str(run), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = {**os.environ, "ERV_LAB_DASHBOARD_RUN": str(run), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           **(env or {})}
     log = open(run / "voila.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "voila", str(REPO / "notebooks" / "dashboard.ipynb"),
+    proc = subprocess.Popen([sys.executable, "-m", "voila", str(REPO / "notebooks" / notebook),
                              "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
                              "--VoilaConfiguration.file_allowlist=['.*']"],
                             cwd=run, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -68,13 +61,45 @@ def server(tmp_path_factory):
             if proc.poll() is not None or time.time() > deadline:
                 raise RuntimeError("voila did not start:\n" + (run / "voila.log").read_text()[-3000:])
             time.sleep(0.5)
-    yield base, json.loads((run / "eval" / "records.json").read_text())
-    os.killpg(proc.pid, signal.SIGTERM)  # the group: voila and the kernels it started
     try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the group: voila and the kernels it started
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def _need_browser():
+    _need(Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM} (apt install chromium)")
+    _need(shutil.which("voila", path=str(Path(sys.executable).parent)) is not None or
+          __import__("importlib").util.find_spec("voila") is not None, "voila is not installed")
+
+
+def _browser(p, base):
+    """A Chromium page that reaches nothing but ``base``."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"])
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(base)
+               else route.abort())  # no CDN fonts, nothing outside
+    return browser, page
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    _need_browser()
+    from erv_lab.stages import ensure_dataset
+
+    run = tmp_path_factory.mktemp("run")
+    ensure_dataset(load_config("cpu-tiny"), run, verbose=False)  # the test clips' frames and spectrograms
+    (run / "eval").mkdir()
+    shutil.copyfile(REFERENCE_DIR / "eval" / "records.json", run / "eval" / "records.json")
+    for base in _serve("dashboard.ipynb", run):
+        yield base, json.loads((run / "eval" / "records.json").read_text())
 
 
 @pytest.mark.slow
@@ -86,12 +111,7 @@ def test_a_person_sees_the_inspector_work(server):
     ungrounded = next((r["clip_id"] for r in records for a in r["arms"].values()
                        if any(s.get("absent") for s in a.get("sample", {}).get("sentences", []))), None)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(base)
-                   else route.abort())  # no CDN fonts, nothing outside
+        browser, page = _browser(p, base)
         page.goto(base + "/", timeout=180_000)
         page.wait_for_selector(".erv-clip", timeout=180_000)
 
@@ -135,4 +155,57 @@ def test_a_person_sees_the_inspector_work(server):
         page.wait_for_selector(".erv-rationale .erv-ungrounded")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "inspector.png"), full_page=True)
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def label_server(tmp_path_factory):
+    """notebooks/label.ipynb over a run holding only the shipped records (no clips needed to label)."""
+    _need_browser()
+    run = tmp_path_factory.mktemp("label_run")
+    (run / "eval").mkdir()
+    shutil.copyfile(REFERENCE_DIR / "eval" / "records.json", run / "eval" / "records.json")
+    for base in _serve("label.ipynb", run, {"ERV_LAB_LABELLER": "browser-test"}):
+        yield base, run
+
+
+@pytest.mark.slow
+def test_a_learner_labels_rationales_and_resumes_after_a_restart(label_server):
+    pytest.importorskip("playwright")
+    from playwright.sync_api import sync_playwright
+
+    from erv_lab import human
+
+    base, run = label_server
+    path = human.label_path(run, "browser-test")
+    its = human.items(human.load_records(run), run)
+    order = human.queue(its)
+    norm = " ".join  # compare texts with whitespace collapsed, as the browser lays them out
+
+    def shown(page):
+        return norm(page.locator(".erv-label-text").inner_text().split())
+
+    with sync_playwright() as p:
+        browser, page = _browser(p, base)
+        page.goto(base + "/", timeout=180_000)
+        page.wait_for_selector(".erv-label-text", timeout=180_000)
+        assert "0 labelled, 20 more until κ" in page.locator(".erv-label-progress").inner_text()
+        assert "<answer>" not in page.content() and not any(f"{a}|" in page.content() for a in ("sft", "erv"))
+        clicks = ["happy", "can't tell", "sad"]
+        for k, label in enumerate(clicks):
+            assert shown(page) == norm(order[k]["think"].split())
+            page.get_by_role("button", name=label, exact=True).click()
+            page.wait_for_function(  # the progress line moves on after the kernel has saved the click
+                "n => document.querySelector('.erv-label-progress').textContent.startsWith(n + ' labelled')",
+                arg=k + 1, timeout=60_000)
+            lines = path.read_text().splitlines()  # the file grows line by line, as clicked
+            assert len(lines) == k + 1 and json.loads(lines[-1])["key"] == order[k]["key"]
+            assert json.loads(lines[-1])["label"] == {"can't tell": human.CANT_TELL}.get(label, label)
+        page.reload(timeout=180_000)  # a new kernel: a restart
+        page.wait_for_selector(".erv-label-text", timeout=180_000)
+        assert shown(page) == norm(order[len(clicks)]["think"].split())
+        assert page.locator(".erv-label-progress").inner_text().startswith(f"{len(clicks)} labelled, 17 more")
+        assert len(path.read_text().splitlines()) == len(clicks)  # a reload adds no line
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "labeller.png"), full_page=True)
         browser.close()

@@ -31,7 +31,7 @@ def test_the_check_catches_an_edited_number():
 
 
 def test_notebook_06_quotes_the_shipped_run_only_through_generated_output():
-    nb = nbformat.read(REPO / "notebooks" / "06_consistency_analysis.ipynb", as_version=4)
+    nb = nbformat.read(REPO / "notebooks" / "06_consistency.ipynb", as_version=4)
     prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     quoted = re.findall(r"(?:EEA|EPC|UAR|WAR|FCR)[^.\n]{0,12}?[+−-]?\d+\.\d", prose)
     assert quoted == [], f"notebook 06 prose quotes run numbers: {quoted}"
@@ -80,11 +80,36 @@ def test_the_quoted_seconds_per_step_are_the_measured_ones(rel, phases):
         assert quoted in text, f"{rel} does not quote {phase}'s {quoted!r} per step from {MEASUREMENT.name}"
 
 
-def test_the_readme_quotes_the_numerics_comparison_as_measured():
-    avx2 = json.loads((REFERENCE_DIR / "numerics-avx2.json").read_text())
+def test_the_shipped_spread_is_the_shipped_run_and_its_seeds():
+    """reference_run/spread.json (scripts/spread.py): its first row is the shipped run, its seed rows agree with
+    seeds.json (one machine repeats exactly), and it covers other numerics and the newest stack."""
+    spread = json.loads((REFERENCE_DIR / "spread.json").read_text())
     shipped = json.loads(RESULTS.read_text())
+    rows = {r["name"]: r for r in spread["setups"]}
+    for p in ("sample", "greedy"):
+        block = shipped if p == "sample" else shipped[p]
+        for arm in ("sft", "baseline", "erv"):
+            assert rows["shipped"][p][arm] == {m: round(100 * block[arm][m], 1) for m in ("EEA", "EPC", "UAR")}
+    seeds = json.loads((REFERENCE_DIR / "seeds.json").read_text())
     head = shipped["protocol"]["judge"]
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    mine = ", ".join(f"{m} {avx2['sample'][head][m]['per_seed']['0']:+.1f}" for m in ("EEA", "EPC", "UAR"))
-    theirs = ", ".join(f"{100 * shipped['erv_minus_baseline']['sample'][m]['value']:+.1f}" for m in ("EEA", "EPC", "UAR"))
-    assert f"ERV minus baseline {mine}" in text and f"against the shipped {theirs}" in text
+    for name, r in rows.items():
+        if name.startswith("seed") and not r["env"] and r["python"].startswith(".venv/"):
+            for m in ("EEA", "EPC", "UAR"):
+                assert r["sample"]["erv_minus_baseline"][m] == seeds["sample"][head][m]["per_seed"][str(r["seed"])]
+    assert any(r["env"] for r in rows.values()) and "newest" in rows
+    assert "<!-- spread:start -->" in (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_audio_ablation_row_quotes_the_shipped_file():
+    """docs/TRAINING.md's audio-ablation numbers are reference_run/audio_ablation.json's (make reference)."""
+    import re
+
+    d = json.loads((REFERENCE_DIR / "audio_ablation.json").read_text())
+    row = next(line for line in (REPO / "docs" / "TRAINING.md").read_text(encoding="utf-8").splitlines()
+               if line.startswith("| **audio ablation**"))
+    with_, without = map(float, re.search(r"\*\*([\d.]+) with audio, ([\d.]+) without\*\*", row).groups())
+    assert (with_, without) == (round(d["spectrogram"]["accuracy"], 2), round(d["none"]["accuracy"], 2))
+    m = re.search(r"fear falls from ([\d.]+) to ([\d.]+) and surprise from ([\d.]+) to ([\d.]+)", row)
+    quoted = tuple(map(float, m.groups()))
+    assert quoted == tuple(round(d[a]["per_class"][c], 2) for c in ("fear", "surprise")
+                           for a in ("spectrogram", "none"))

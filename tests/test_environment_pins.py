@@ -53,7 +53,7 @@ GPU_ONLY = {"torchvision"}  # LLaVA-OneVision's processor needs it; its wheel do
 def test_pyproject_ranges_admit_the_pins():
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     reqs = list(project["dependencies"])
-    for extra in ("dev", "gpu", "cpu", "colab", "judge"):
+    for extra in ("dev", "gpu", "cpu", "colab", "judge", "trackio"):
         reqs += project["optional-dependencies"][extra]
     pins = _constraints()
     for spec in reqs:
@@ -116,3 +116,32 @@ def test_a_stack_that_differs_from_the_shipped_run_is_named(monkeypatch, capsys)
     assert any(d.startswith("torch 9.9.9 (shipped run: ") for d in envinfo.stack_differences())
     envinfo.print_env()
     assert "differs from the one that made the shipped run: torch 9.9.9" in capsys.readouterr().out
+
+
+def test_the_note_quotes_the_measured_spread(monkeypatch, capsys, tmp_path):
+    import json
+
+    from erv_lab import envinfo, paths
+
+    rows = [{"sample": {"erv_minus_baseline": {"EEA": e, "EPC": p, "UAR": u}}} for e, p, u in
+            [(20.0, 18.5, -2.4), (6.1, -3.0, 1.2)]]
+    (tmp_path / "spread.json").write_text(json.dumps({"setups": rows}))
+    (tmp_path / "stack.json").write_text((paths.REFERENCE_DIR / "stack.json").read_text())
+    monkeypatch.setattr(paths, "REFERENCE_DIR", tmp_path)
+    real = envinfo._version
+    monkeypatch.setattr(envinfo, "_version", lambda name: "9.9.9" if name == "torch" else real(name))
+    envinfo.print_env()
+    out = capsys.readouterr().out
+    assert "Across 2 measured set-ups" in out and "EEA +6.1 … +20.0, EPC -3.0 … +18.5, UAR -2.4 … +1.2" in out
+    (tmp_path / "spread.json").unlink()
+    assert envinfo.spread_note() == ""
+
+
+def test_the_readiness_check_names_the_extra_when_opencv_is_missing(monkeypatch):
+    import sys
+
+    from erv_lab import overview
+
+    monkeypatch.setitem(sys.modules, "cv2", None)  # `import cv2` raises ImportError, as after a plain pip install
+    ok, detail = overview.check_environment()["opencv haar cascades"]
+    assert not ok and 'pip install "erv-lab[cpu]"' in detail

@@ -85,3 +85,18 @@ def test_saved_notebooks_keep_no_progress_bar_frozen_at_zero():
     nb = nbformat.v4.new_notebook(cells=[cell])
     assert drop_frozen_bars(nb) == 1
     assert [o.get("text") or o["data"]["text/plain"] for o in cell.outputs] == ["kept 224 clips\n", "IntSlider(value=0)"]
+
+
+def test_slow_cells_are_read_from_nbclients_timestamps():
+    from erv_lab.course import slow_cells
+
+    nb = nbformat.v4.new_notebook()
+    fast, slow, md = nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("# train\nrun()"), \
+        nbformat.v4.new_markdown_cell("text")
+    fast.metadata["execution"] = {"iopub.execute_input": "2026-12-04T10:00:00.000Z",
+                                  "shell.execute_reply": "2026-12-04T10:00:19.900Z"}
+    slow.metadata["execution"] = {"iopub.execute_input": "2026-12-04T10:00:00.000Z",
+                                  "shell.execute_reply": "2026-12-04T10:01:05.250Z"}
+    nb.cells = [md, fast, slow]
+    assert slow_cells(nb) == [{"cell": 2, "first_line": "run()", "seconds": 65.2}]
+    assert slow_cells(nb, threshold=10)[0]["cell"] == 1

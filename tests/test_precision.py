@@ -270,3 +270,16 @@ def test_trainer_configs_build_without_deprecation_warnings(tmp_path):
         sft = T.sft_args(load_config("smoke"), tmp_path / "sft")
         grpo = T.grpo_args(load_config("colab-t4"), tmp_path / "grpo")
     assert sft.gradient_checkpointing is True and grpo.gradient_checkpointing is True  # the values are kept
+
+
+def test_only_the_offline_trust_note_of_kernels_is_dropped(caplog):
+    import logging
+
+    import erv_lab
+
+    logger = logging.getLogger("kernels._internals.hf_hub")
+    note = erv_lab.NOISE["kernels._internals.hf_hub"]
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        logger.warning(note + "quantization-bitsandbytes' because Hugging Face Hub is in offline mode.")
+        logger.warning("Skipping publisher trust check for 'someone-else/kernel' because ...")
+    assert [r.getMessage() for r in caplog.records] == ["Skipping publisher trust check for 'someone-else/kernel' because ..."]

@@ -114,3 +114,51 @@ def test_readings_of_a_run_with_missing_values_do_not_fail():
     assert "ERV 10.0 %" in R.grounding(r) and "baseline –" in R.grounding(r)
     r["erv"]["EEA"] = None
     assert "cannot be read" in R.goal(r) and R.discussion(r, {})
+
+
+def _setup(name, diff, arm=(50.0, 50.0, 80.0)):
+    base = {"EEA": arm[0], "EPC": arm[1], "UAR": arm[2]}
+    erv = {k: base[k] + diff[k] for k in base}
+    block = {"sft": base, "baseline": base, "erv": erv, "erv_minus_baseline": diff}
+    return {"name": name, "what": f"set-up {name}", "sample": block, "greedy": block}
+
+
+def test_reproducibility_counts_the_goal_and_gives_ranges_by_hand():
+    spread = {"setups": [_setup("a", {"EEA": 20.0, "EPC": 18.0, "UAR": -1.0}),   # goal holds
+                         _setup("b", {"EEA": 14.9, "EPC": 6.5, "UAR": -3.6}),    # misses all three
+                         _setup("c", {"EEA": -2.0, "EPC": 16.0, "UAR": 0.0})]}   # EEA below 0
+    text = R.reproducibility(spread)
+    assert "3 set-ups" in text
+    assert "EEA -2.0 … +20.0, EPC +6.5 … +18.0, UAR -3.6 … +0.0" in text
+    assert "in EEA in 2 of 3 set-ups and in EPC in 3 of 3" in text
+    assert text.count("held in 1 of 3") == 2  # both protocols
+    assert "SFT EEA 50.0, EPC 50.0, UAR 80.0" in text  # a number that did not move is given once
+    assert "No spread measured" in R.reproducibility({})
+
+
+def test_beside_shipped_prefers_the_measured_spread_to_the_seeds():
+    shipped = json.loads((REFERENCE_DIR / "results.json").read_text())
+    spread = {"setups": [_setup("a", {"EEA": 0.0, "EPC": 0.0, "UAR": 0.0}),
+                         _setup("b", {"EEA": 100.0, "EPC": 100.0, "UAR": 50.0})]}
+    text = R.beside_shipped(shipped, shipped, None, "sample", spread)
+    assert "2 measured set-ups" in text and text.count("is inside the range") == 2  # EEA, EPC; UAR < 0 is below
+    assert "UAR" in text and "is below the range of the 2 measured set-ups" in text
+
+
+def test_health_reads_entropy_zero_spread_and_kl_by_hand():
+    h = [{"step": s, "entropy": e, "frac_reward_zero_std": z, "kl": k}
+         for s, e, z, k in [(1, 1.0, 0.5, 0.0), (2, 1.0, 0.5, 0.01), (3, 1.0, 0.5, 0.02),
+                            (4, 0.5, 0.0, 0.03), (5, 0.5, 0.0, 0.04), (6, 0.5, 0.0, 0.05)]]
+    text = R.health({"erv": h})
+    assert "ERV: entropy 1.00 → 0.50 nats/token (lower relative to its start)" in text
+    assert "zero-spread groups 25 %" in text and "KL to the SFT model at the end 0.05" in text
+    assert R.health({"erv": [{"step": 1}]}) is None
+
+
+def test_audio_ablation_reading_by_hand():
+    ab = {"spectrogram": {"n": 4, "accuracy": 0.75, "per_class": {"fear": 1.0, "sad": 0.5}},
+          "none": {"n": 4, "accuracy": 0.25, "per_class": {"fear": 0.0, "sad": 0.5}}}
+    text = R.audio_ablation(ab)
+    assert "0.75 with audio (spectrogram), 0.25 without (-50.0 points, lower; 4 clips)" in text
+    assert "fear 1.00 → 0.00, sad 0.50 → 0.50" in text
+    assert R.audio_ablation({"none": ab["none"]}) is None

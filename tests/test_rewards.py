@@ -340,6 +340,21 @@ def test_details_expose_per_sentence_labels(verifier):
     assert d["sentences"][1]["neutral_only"] and not d["sentences"][1]["counted"]
 
 
+def test_rewards_add_their_columns_to_trls_completion_logs(verifier):
+    """In training TRL passes ``log_extra`` (and other columns such as ``clip_id``): the accuracy reward logs the
+    clip and its target, the explanation reward each sentence's verifier labels; outside training nothing."""
+    logged = {}
+    log_extra = lambda column, values: logged.setdefault(column, []).extend(values)  # noqa: E731 (TRL's extends)
+    funcs, _ = build_reward_funcs(load_config("cpu-tiny"), verifier)
+    kwargs = dict(solution=["sad", "sad"], dataset=["dfew", "dfew"], clip_id=["00273", "00273"], log_extra=log_extra,
+                  log_metric=lambda name, value: None, trainer_state=None, prompts=[[], []], completion_ids=[[], []])
+    scores = [f([WORKED, "<think>Sad sad.</think><answer>happy</answer>"], **kwargs) for f in funcs]
+    assert scores[1] == [1.0, 0.0]
+    assert logged == {"clip_id": ["00273", "00273"], "solution": ["sad", "sad"],
+                      "explanation/labels": [["sadness ✓", "neutral", "joy"], ["neutral (stuffing: keywords)"]]}
+    assert accuracy_reward([WORKED], ["sad"]) == [1.0] and ExplanationReward(verifier)([WORKED], ["sad"]) == [0.5]
+
+
 def test_build_reward_funcs_from_the_cpu_preset(verifier):
     cfg = load_config("cpu-tiny")
     funcs, weights = build_reward_funcs(cfg, verifier)

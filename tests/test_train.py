@@ -94,8 +94,15 @@ def test_sft_then_grpo_smoke_writes_logs_and_is_idempotent(splits, tmp_path):
     for key in ("rewards/format_reward/mean", "rewards/accuracy_reward/mean", "frac_reward_zero_std", "kl",
                 "completions/mean_length", "completions/clipped_ratio"):
         assert key in logged[-1], key
-    rows = C.read_completions(tmp_path, "baseline")
-    assert rows and {"completion", "advantage", "reward/format_reward", "reward/accuracy_reward"} <= set(rows[0])
+    rows = C.read_completions(tmp_path, "baseline")  # TRL's own completion logs, one parquet file per logged step
+    assert [f.name for f in C.completion_files(tmp_path, "baseline")] == ["completions_00001.parquet",
+                                                                          "completions_00002.parquet"]
+    assert not (tmp_path / "baseline" / "completions.jsonl").exists()
+    assert rows and {"completion", "advantage", "reward/format_reward", "reward/accuracy_reward", "clip_id",
+                     "solution"} <= set(rows[0])
+    groups = C.completion_groups(tmp_path, "baseline", cfg.grpo.num_generations)  # G rows of one clip, one step
+    assert len(rows) == 2 * cfg.grpo.prompts_per_step * cfg.grpo.num_generations
+    assert all(len({(r["step"], r["clip_id"], r["solution"]) for r in g}) == 1 for g in groups)
     metrics = json.loads((tmp_path / "baseline" / "metrics.json").read_text())
     assert metrics["global_step"] == 2 and metrics["seconds_per_step"] > 0 and metrics["peak_rss_mb"] > 0
     mtime = (final / "policy.json").stat().st_mtime
@@ -183,6 +190,9 @@ def test_grpo_runs_under_accelerate_launch_with_two_cpu_processes(splits, tmp_pa
     metrics = json.loads((tmp_path / "baseline" / "metrics.json").read_text())
     assert metrics["global_step"] == 2
     assert (tmp_path / "baseline" / "final" / "policy.json").exists()
+    rows = C.read_completions(tmp_path, "baseline")  # gathered from both processes by the main one, written once
+    groups = C.completion_groups(tmp_path, "baseline", 2)
+    assert rows and all(len(g) == 2 and len({(r["step"], r["clip_id"]) for r in g}) == 1 for g in groups)
 
 
 def test_run_arms_trains_both_arms_side_by_side_in_worker_processes(splits, tmp_path):
@@ -279,3 +289,28 @@ def test_the_lesson_run_is_the_shipped_one_unless_asked_to_train_it(tmp_path):
     assert not cfg.grpo.degenerate_lesson
     assert S.degenerate_lesson(cfg, tmp_path) == (REFERENCE_DIR, cfg.grpo.num_generations)
     assert not (tmp_path / "erv-degenerate").exists()  # nothing trained
+
+
+def test_gdpo_normalises_each_reward_before_the_sum_by_hand():
+    import doctest
+
+    from erv_lab import train
+
+    per_func = [[1, 1, 0.5], [1, 0, 1.0], [0, 1, 0.5]]
+    # GRPO: sums 2.5, 2.0, 1.5 -> (x - 2) / (0.5 + eps); GDPO: each column -> +-0.577 / -1.155, summed, renormalised
+    assert [round(a, 3) for a in train.group_advantages([sum(r) for r in per_func], 3)] == [1.0, 0.0, -1.0]
+    assert [round(a, 3) for a in train.gdpo_advantages(per_func, [1, 1, 1], 3)] == [0.577, 0.577, -1.155]
+    assert doctest.testmod(train).failed == 0
+
+
+def test_the_aggregation_reaches_trl_and_a_bad_one_is_refused(tmp_path):
+    import pytest
+
+    from erv_lab import train
+    from erv_lab.config import load_config
+
+    cfg = load_config("smoke", ["grpo.multi_objective_aggregation=normalize_then_sum"])
+    assert train.grpo_args(cfg, tmp_path).multi_objective_aggregation == "normalize_then_sum"
+    assert train.grpo_args(load_config("smoke"), tmp_path).multi_objective_aggregation == "sum_then_normalize"
+    with pytest.raises(ValueError, match="multi_objective_aggregation"):
+        load_config("smoke", ["grpo.multi_objective_aggregation=mean"])
