@@ -294,6 +294,10 @@ def reproducibility(spread: dict) -> str:
         arms = "; ".join(f"{NAMES[a]} " + ", ".join(f"{k} {_range([r[p][a][k] for r in rows], '')}"
                                                     for k in ("EEA", "EPC", "UAR")) for a in ARMS)
         lines.append(f"- Each model ({p}), points: {arms}.")
+    same = [r["name"] for r in rows[1:] if all(r.get(p) == rows[0].get(p) for p in ("sample", "greedy"))]
+    if same:
+        lines.append(f"- Identical to {rows[0]['name']} in every number above: {', '.join(same)}; "
+                     "what moved the others is named in their set-up.")
     return "\n".join(lines) + "\n"
 
 

@@ -1,6 +1,6 @@
 """How much a cpu-tiny run moves: the whole pipeline under other seeds, CPU numerics and library versions.
 
-    python scripts/spread.py --write erv_lab/reference_run/spread.json             # every set-up (~25 min)
+    python scripts/spread.py --write erv_lab/reference_run/spread.json             # every set-up (35 min here)
     python scripts/spread.py --only avx2 sse41 --out runs/spread                    # some of them
     python scripts/spread.py --reuse newest=runs/newest-course --write ...          # a finished run for a set-up
 

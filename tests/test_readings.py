@@ -133,6 +133,9 @@ def test_reproducibility_counts_the_goal_and_gives_ranges_by_hand():
     assert "in EEA in 2 of 3 set-ups and in EPC in 3 of 3" in text
     assert text.count("held in 1 of 3") == 2  # both protocols
     assert "SFT EEA 50.0, EPC 50.0, UAR 80.0" in text  # a number that did not move is given once
+    assert "Identical" not in text
+    same = R.reproducibility({"setups": [spread["setups"][0], _setup("d", {"EEA": 20.0, "EPC": 18.0, "UAR": -1.0})]})
+    assert "Identical to a in every number above: d;" in same
     assert "No spread measured" in R.reproducibility({})
 
 
