@@ -154,3 +154,53 @@ def inspector(records: Sequence[dict], examples: dict[str, dict] | None = None):
         w.observe(render, names="value")
     refresh_clips()
     return W.VBox([W.HBox([mode, cls]), W.HBox([clip, proto]), out])
+
+
+def render_call(fn, **kwargs) -> str:
+    """``fn(**kwargs)``'s printed text and the figures it made (or returned) as one HTML string; the figures are
+    closed, so the notebook's inline backend shows them nowhere else."""
+    import contextlib
+
+    import matplotlib.pyplot as plt
+
+    before = set(plt.get_fignums())
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        returned = fn(**kwargs)
+    figs = [plt.figure(n) for n in plt.get_fignums() if n not in before]
+    if isinstance(returned, plt.Figure) and returned not in figs:
+        figs.append(returned)
+    parts = [f"<pre style='white-space:pre-wrap;font-size:12px'>{html.escape(buf.getvalue())}</pre>"] \
+        if buf.getvalue() else []
+    for fig in figs:
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=80, bbox_inches="tight")
+        plt.close(fig)
+        parts.append(f'<img style="max-width:100%" src="data:image/png;base64,'
+                     f'{base64.b64encode(png.getvalue()).decode()}"/>')
+    return "".join(parts)
+
+
+def browse(fn, **controls):
+    """``ipywidgets.interact`` without its Output widget: each control (a widget, or a list for a dropdown)
+    re-renders ``fn(**values)`` (printed text and figures, :func:`render_call`) into an HTML widget.
+
+    An Output widget carries the kernel's own display messages, and a notebook executed headless (``erv-lab
+    course``, nbclient) can wait forever for one that went missing; an HTML widget's value is plain state.
+    """
+    import ipywidgets as W
+
+    boxes = {k: v if isinstance(v, W.Widget) else W.Dropdown(options=list(v), description=k)
+             for k, v in controls.items()}
+    for k, w in boxes.items():
+        if not w.description:
+            w.description = k
+    out = W.HTML()
+
+    def render(*_):
+        out.value = render_call(fn, **{k: w.value for k, w in boxes.items()})
+
+    for w in boxes.values():
+        w.observe(render, names="value")
+    render()
+    return W.VBox([*boxes.values(), out])

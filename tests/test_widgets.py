@@ -102,3 +102,36 @@ def test_a_sentence_describing_an_absent_cue_is_marked_with_its_cue():
     out = W._sentence_html(s)
     assert "erv-ungrounded" in out and "brow_lower (ABSENT from the clip)" in out
     assert "erv-ungrounded" not in W._sentence_html({**s, "absent": []})
+
+
+def test_render_call_keeps_text_and_figures_and_closes_them():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from erv_lab.widgets import render_call
+
+    def draw(n):
+        print("n is", n, "<b>")
+        fig, ax = plt.subplots()
+        ax.plot(range(n))
+        return fig
+
+    before = plt.get_fignums()
+    html_ = render_call(draw, n=3)
+    assert "n is 3 &lt;b&gt;" in html_ and html_.count("data:image/png;base64,") == 1
+    assert plt.get_fignums() == before  # nothing left for the inline backend to show again
+    assert render_call(lambda: None) == ""
+
+
+def test_browse_rerenders_when_a_control_moves():
+    import ipywidgets as W
+
+    from erv_lab.widgets import browse
+
+    box = browse(lambda arm, i: print(arm, i * 2), arm=["erv", "baseline"], i=W.IntSlider(1, 0, 5))
+    arm, i, out = box.children
+    assert isinstance(out, W.HTML) and "erv 2" in out.value
+    i.value, arm.value = 4, "baseline"
+    assert "baseline 8" in out.value and arm.description == "arm"
