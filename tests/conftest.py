@@ -141,13 +141,32 @@ def fake_generators():
             "erv": (FakePolicy(), "f-erv")}
 
 
+def fake_stages(monkeypatch, tmp_path, judges: dict, examples) -> dict:
+    """Point erv_lab.stages at three placeholder model folders, the fake verifier, ``judges`` and ``examples``
+    (``evaluation`` then decodes with whatever generators the test patches in). Returns ``{arm: folder}``."""
+    from erv_lab import stages as S
+
+    dirs = {}
+    for arm in ("sft", "baseline", "erv"):
+        dirs[arm] = tmp_path / arm / "final"
+        dirs[arm].mkdir(parents=True)
+        (dirs[arm] / "model.safetensors").write_text(arm)
+    monkeypatch.setattr(S, "ensure_sft", lambda cfg, rd, dataset=None: dirs["sft"])
+    monkeypatch.setattr(S, "ensure_grpo", lambda cfg, rd, arm, dataset=None: dirs[arm])
+    monkeypatch.setattr(S, "ensure_verifier", lambda cfg, rd: FakeVerifier())
+    monkeypatch.setattr(S, "evaluation_judges", lambda cfg, rd, verifier: judges)
+    monkeypatch.setattr(S, "heldout_examples", lambda cfg, rd, dataset=None: examples)
+    return dirs
+
+
 @pytest.fixture(scope="session")
 def fakes():
     import types
 
     return types.SimpleNamespace(LABELS=LABELS_EVAL, WORD=WORD, READ=READ, make_examples=make_examples,
                                  completion=completion, FakePolicy=FakePolicy, FakeJudge=FakeJudge,
-                                 FakeVerifier=FakeVerifier, fake_generators=fake_generators)
+                                 FakeVerifier=FakeVerifier, fake_generators=fake_generators,
+                                 fake_stages=fake_stages)
 
 
 # ---------------------------------------------------------------- training: a simulated interruption

@@ -300,16 +300,7 @@ def test_kappa_is_reported_between_every_pair_of_readings(tmp_path, cfg, fakes):
 
 
 def test_results_are_reused_only_for_the_same_models_and_settings(tmp_path, cfg, monkeypatch, fakes):
-    dirs = {}
-    for arm in ("sft", "baseline", "erv"):
-        dirs[arm] = tmp_path / arm / "final"
-        dirs[arm].mkdir(parents=True)
-        (dirs[arm] / "model.safetensors").write_text(arm)
-    monkeypatch.setattr(S, "ensure_sft", lambda cfg, rd, dataset=None: dirs["sft"])
-    monkeypatch.setattr(S, "ensure_grpo", lambda cfg, rd, arm, dataset=None: dirs[arm])
-    monkeypatch.setattr(S, "ensure_verifier", lambda cfg, rd: fakes.FakeVerifier())
-    monkeypatch.setattr(S, "evaluation_judges", lambda cfg, rd, verifier: {"fake-keyword-judge": fakes.FakeJudge()})
-    monkeypatch.setattr(S, "heldout_examples", lambda cfg, rd, dataset=None: fakes.make_examples())
+    dirs = fakes.fake_stages(monkeypatch, tmp_path, {"fake-keyword-judge": fakes.FakeJudge()}, fakes.make_examples())
     made = []
     monkeypatch.setattr(S, "policy_generator", lambda d, cfg: made.append(d) or (fakes.FakePolicy(), E.model_fingerprint(d)))
     first = S.ensure_results(cfg, tmp_path)

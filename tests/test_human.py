@@ -158,17 +158,8 @@ def test_evaluate_adds_the_block_when_labels_exist_without_decoding_again(tmp_pa
         def judge(self, texts, labels):
             return ["neutral"] * len(texts)
 
-    dirs = {}
-    for arm in ("sft", "baseline", "erv"):
-        dirs[arm] = tmp_path / arm / "final"
-        dirs[arm].mkdir(parents=True)
-        (dirs[arm] / "model.safetensors").write_text(arm)
-    monkeypatch.setattr(S, "ensure_sft", lambda cfg, rd, dataset=None: dirs["sft"])
-    monkeypatch.setattr(S, "ensure_grpo", lambda cfg, rd, arm, dataset=None: dirs[arm])
-    monkeypatch.setattr(S, "ensure_verifier", lambda cfg, rd: fakes.FakeVerifier())
-    monkeypatch.setattr(S, "evaluation_judges", lambda cfg, rd, verifier: {"fake-keyword-judge": fakes.FakeJudge(),
-                                                                           "neutral-only": AlwaysNeutral()})
-    monkeypatch.setattr(S, "heldout_examples", lambda cfg, rd, dataset=None: fakes.make_examples(fakes.LABELS * 2))
+    judges = {"fake-keyword-judge": fakes.FakeJudge(), "neutral-only": AlwaysNeutral()}
+    fakes.fake_stages(monkeypatch, tmp_path, judges, fakes.make_examples(fakes.LABELS * 2))
     made = []
     monkeypatch.setattr(S, "policy_generator", lambda d, cfg: made.append(d) or (fakes.FakePolicy(), E.model_fingerprint(d)))
     first = S.ensure_results(cfg, tmp_path)
