@@ -70,7 +70,8 @@ test-gpu: $(STAMP)
 
 reference: $(STAMP)
 	$(BIN)/erv-lab course --preset cpu-tiny --out runs/reference --reference --set "eval.extra_judges=[gemma]" \
-		--set grpo.degenerate_lesson=true --set sft.audio_ablation=true $(SET)
+		--set grpo.degenerate_lesson=true --set sft.audio_ablation=true \
+		--set grpo.grounding_ablation=true $(SET)
 
 links: $(STAMP)
 	$(BIN)/python -m erv_lab.notebook_tools links

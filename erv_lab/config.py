@@ -136,6 +136,9 @@ class GRPOConfig:
     degenerate_lesson: bool = _f(False, "notebook 05 also trains the reward-hacking lesson run (the recipe without "
                                         "the guards: lazy format check, no anti-stuffing, no KL, the paper's loss, "
                                         "10x the lr; train.degenerate_config); otherwise it shows the shipped one")
+    grounding_ablation: bool = _f(False, "notebook 07 also trains and evaluates the grounding-reward ablation arm "
+                                         "(the ERV arm + the grounding reward, beyond the paper; synthetic clips "
+                                         "only; train.grounding_config); otherwise it shows the shipped one")
     loss_type: str = _f("dapo", "TRL loss normalisation: grpo = per-sequence token mean (the paper), dapo = "
                                 "token-level over the batch (TRL's default), dr_grpo, bnpo")
     multi_objective_aggregation: str = _f("sum_then_normalize", "how TRL combines the weighted rewards into one advantage: "
@@ -215,6 +218,9 @@ class Config:
         unknown = [n for n in self.reward.rewards if n not in REWARDS]
         if unknown:
             problems.append(f"reward.rewards has unknown name(s) {unknown}; valid: {', '.join(REWARDS)}")
+        if "grounding" in self.reward.rewards and self.data.source != "synthetic":
+            problems.append("the grounding reward reads the cue list only synthetic clips record; "
+                            f"data.source={self.data.source!r} has none: leave it out of reward.rewards")
         if self.reward.variant not in VARIANTS:
             problems.append(f"reward.variant must be one of {', '.join(VARIANTS)}, got {self.reward.variant!r}")
         if self.policy.kind not in ("tiny-llava", "hub"):

@@ -416,6 +416,30 @@ def grounding_bars(frame):
     return fig
 
 
+def grounding_ablation_bars(d: dict | None, protocol: str = "sample"):
+    """The grounding-reward ablation (``stages.grounding_ablation``): the ERV arm and ERV + the grounding reward
+    side by side on coherence, accuracy and grounding, every bar a share in [0, 1]; ``None`` without the file."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if not d or protocol not in d.get("protocols", {}):
+        return None
+    b = d["protocols"][protocol]
+    cols = [("EEA", "EEA (names the\ntrue emotion)"), ("EPC", "EPC (answer and\nrationale agree)"),
+            ("UAR", "UAR (answer\naccuracy)"), ("grounded_cue_rate", "described cues\nthe clip shows"),
+            ("absent_cue_sentence_share", "sentences describing\nan absent cue")]
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    x = np.arange(len(cols))
+    for k, (arm, word) in enumerate((("erv", ARM_WORDS.get("erv", "ERV")), ("erv-grounding", "ERV + grounding reward"))):
+        vals = [b[arm].get(c, b[arm]["grounding"].get(c)) for c, _ in cols]
+        ax.bar(x + k * 0.4, [np.nan if v is None else float(v) for v in vals], 0.4, label=word)
+    ax.set_xticks(x + 0.2, [w for _, w in cols], fontsize=8)
+    ax.set(ylim=(0, 1.05), ylabel="share", title=f"Paying for grounded sentences ({protocol} protocol)")
+    ax.legend(fontsize=8, loc="center right")
+    fig.tight_layout()
+    return fig
+
+
 def paired_difference(results: dict, metrics=("EEA", "EPC", "FCR", "UAR")):
     """The claim as a figure: ERV minus baseline per metric with its paired 95 % bootstrap interval, per protocol,
     a line at 0 and the goal's +15 points for EEA and EPC (``results["erv_minus_baseline"]``)."""

@@ -346,3 +346,31 @@ def beside_shipped(results: dict, shipped: dict, seeds: dict | None = None, prot
     note = ("; ".join(said) + f". The range covers {scope}.") if said else ""
     return f"**Your run beside the shipped one** ({protocol}, judge {head}):\n\n" + "\n".join(table) + \
         ("\n\n" + note if note else "") + "\n"
+
+
+def grounding_ablation(d: dict | None) -> str:
+    """The grounding-reward ablation arm against the ERV arm (``stages.grounding_ablation``): did paying for
+    grounded sentences buy grounding (grounded cue rate, absent-cue share), and what did it cost in coherence
+    and accuracy (paired differences with their intervals)? Markdown bullets, one per protocol."""
+    if not d or not d.get("protocols"):
+        return "- No grounding ablation in this run (`--set grpo.grounding_ablation=true` trains it).\n"
+    lines = []
+    for p, b in d["protocols"].items():
+        e, g, diff = b["erv"]["grounding"], b["erv-grounding"]["grounding"], b["difference"]
+        said = []
+        for key, what in (("grounded_cue_rate", "described cues the clip shows"),
+                          ("absent_cue_sentence_share", "sentences describing an absent cue")):
+            if e.get(key) is None or g.get(key) is None:
+                continue
+            delta = 100 * (g[key] - e[key])
+            said.append(f"{what} {100 * e[key]:.1f} % → {100 * g[key]:.1f} % ({delta:+.1f} points, {_move(delta)})")
+        cost = []
+        for k in ("EEA", "EPC", "UAR"):
+            if k in diff:
+                x = diff[k]
+                side = "above 0" if x["low"] > 0 else "below 0" if x["high"] < 0 else "includes 0"
+                cost.append(f"{k} {_pts(x['value'])} [{_pts(x['low'])}, {_pts(x['high'])}] ({side})")
+        lines.append(f"- ERV + grounding reward vs ERV ({p}, judge {d.get('judge')}, {d.get('n_clips')} clips): "
+                     + "; ".join(said) + ". Paired difference (grounding arm − ERV), points: " + "; ".join(cost)
+                     + ".")
+    return "\n".join(lines) + "\n"

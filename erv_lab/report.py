@@ -26,7 +26,9 @@ REFERENCE_FILES = ("results.json", "results.md", "course_timings.json", "eval/re
                    "baseline/completions/completions_*.parquet", "erv/completions/completions_*.parquet",
                    "verifier/erv_verifier.json", "judge/erv_verifier.json",
                    "erv-degenerate/log_history.json", "erv-degenerate/completions/completions_*.parquet", "erv-degenerate/metrics.json",
-                   "audio_ablation.json", "cell_timings.json", "eval/readings.json")
+                   "audio_ablation.json", "cell_timings.json", "eval/readings.json", "grounding_ablation.json",
+                   "erv-grounding/log_history.json", "erv-grounding/metrics.json",
+                   "erv-grounding/completions/completions_*.parquet")
 REFERENCE_MAX_BYTES = 3_000_000  # per file: keep the tracked folder small
 
 
@@ -249,6 +251,7 @@ def reference_markdown(results: dict, run_dir: str | Path | None = None) -> str:
 SEEDS_START, SEEDS_END = "<!-- seed-variation:start -->", "<!-- seed-variation:end -->"
 READINGS_START, READINGS_END = "<!-- readings:start -->", "<!-- readings:end -->"  # erv_lab.readings of the run
 SPREAD_START, SPREAD_END = "<!-- spread:start -->", "<!-- spread:end -->"  # readings.reproducibility(spread.json)
+GROUNDING_START, GROUNDING_END = "<!-- grounding:start -->", "<!-- grounding:end -->"  # readings.grounding_ablation
 
 
 def _replace_block(text: str, start: str, end: str, body: str) -> str:
@@ -277,6 +280,12 @@ def sync_results_block(text: str, results: dict, run_dir: str | Path | None = No
         from erv_lab import readings
 
         text = _replace_block(text, SPREAD_START, SPREAD_END, readings.reproducibility(json.loads(spread.read_text())))
+    ablation = Path(run_dir) / "grounding_ablation.json" if run_dir is not None else None
+    if GROUNDING_START in text and ablation is not None and ablation.exists():
+        from erv_lab import readings
+
+        text = _replace_block(text, GROUNDING_START, GROUNDING_END,
+                              readings.grounding_ablation(json.loads(ablation.read_text())))
     return text
 
 

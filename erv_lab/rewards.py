@@ -329,6 +329,33 @@ def sentence_labels_text(detail: dict) -> list[str]:
 
 
 # --------------------------------------------------------------------------- registry
+def grounding_reward(completions: Sequence[Any], cues: Any = None, **kwargs: Any) -> list[float]:
+    """Beyond the paper (an ablation, off by default): the share of ``<think>`` sentences that describe at least
+    one cue the clip has and none it lacks (``erv_lab.grounding``; the synthetic clips record every cue they
+    show). A sentence that describes no cue earns nothing, so the reward asks for evidence, not for an emotion
+    word; no rationale earns 0. Real DFEW/MAFW have no cue list: the reward refuses them.
+
+    >>> cues = '{"visual": [{"cue": "smile"}], "audio": []}'
+    >>> grounding_reward(["<think>Her lips curve upward. She is happy.</think>"
+    ...                   "<answer>happy</answer>"], cues=[cues])
+    [0.5]
+    """
+    from erv_lab.grounding import clip_cues, sentence_grounding
+
+    n = len(completions)
+    rows = _column(cues, n, None)
+    out = []
+    for completion, raw in zip(completions, rows):
+        present = clip_cues({"cues": raw}) if raw is not None else None
+        if present is None:
+            raise ValueError("the grounding reward needs each clip's cue list (the synthetic clips' `cues` "
+                             "column); real DFEW/MAFW clips have none: leave `grounding` out of reward.rewards")
+        think, _ = parse_completion(completion_text(completion))
+        per = sentence_grounding(think, present)
+        out.append(sum(bool(s["cues"]) and not s["absent"] for s in per) / len(per) if per else 0.0)
+    return out
+
+
 class NamedReward:
     """A module-level reward function with options bound and a stable ``__name__`` (picklable)."""
 
@@ -350,6 +377,10 @@ def _make_accuracy(verifier: Any = None, **_: Any) -> NamedReward:
     return NamedReward(accuracy_reward, "accuracy")
 
 
+def _make_grounding(verifier: Any = None, **_: Any) -> NamedReward:
+    return NamedReward(grounding_reward, "grounding")
+
+
 def _explanation_factory(variant: str | None, name: str) -> Callable[..., ExplanationReward]:
     def make(verifier: Any = None, variant_: str = "sentence", threshold: float | None = None, top_k: int = 2,
              anti_stuffing: bool = False, **_: Any) -> ExplanationReward:
@@ -368,6 +399,7 @@ REWARDS: dict[str, Callable[..., Any]] = {
     "explanation_with_neutral": _explanation_factory("sentence_with_neutral", "explanation_with_neutral"),
     "explanation_paragraph": _explanation_factory("paragraph", "explanation_paragraph"),
     "explanation_consistency": _explanation_factory("consistency", "explanation_consistency"),
+    "grounding": _make_grounding,  # beyond the paper: synthetic clips only (issue 22's ablation arm)
 }
 
 

@@ -202,7 +202,7 @@ def stage_settings(cfg, stage: str, arm: str | None = None) -> dict:
     if stage == "sft":
         return _settings(sft)
     grpo = {k: v for k, v in dataclasses.asdict(cfg.grpo).items()
-            if k not in ("logging_steps", "save_steps", "degenerate_lesson")}
+            if k not in ("logging_steps", "save_steps", "degenerate_lesson", "grounding_ablation")}
     verifier = reading_settings(cfg) if needs_verifier(cfg) else None
     return _settings({"sft": sft, "grpo": grpo, "reward": dataclasses.asdict(cfg.reward), "arm": arm,
                       "verifier": verifier})
@@ -316,6 +316,56 @@ def degenerate_lesson(cfg, run_dir: str | Path) -> tuple[Path, int] | None:
     if (REFERENCE_DIR / "erv-degenerate" / "log_history.json").exists():
         return REFERENCE_DIR, load_config("cpu-tiny").grpo.num_generations
     return None
+
+
+def grounding_ablation(cfg, run_dir: str | Path, dataset=None) -> dict | None:
+    """Beyond the paper: does paying for grounded sentences buy grounding, and what does it cost? With
+    ``grpo.grounding_ablation`` on, trains the ERV arm plus the grounding reward (``train.grounding_config``)
+    into ``run_dir/erv-grounding`` and scores it beside the ERV arm on the test clips under both protocols
+    with the headline judge (decodes cached in ``eval_cache``, the ERV arm's reused): each arm's metrics and
+    cue grounding, and the paired difference with its interval. Written to ``run_dir/grounding_ablation.json``.
+    Off, returns the shipped cpu-tiny run's file (``erv_lab/reference_run/``), or ``None``."""
+    from erv_lab.evaluate import (decode_cached, judge_texts, paired_difference, pooled_grounding, protocols,
+                                  score_decodes)
+    from erv_lab.paths import REFERENCE_DIR
+    from erv_lab.rewards import parse_completion
+    from erv_lab.train import grounding_config
+
+    if not cfg.grpo.grounding_ablation:
+        shipped = REFERENCE_DIR / "grounding_ablation.json"
+        return json.loads(shipped.read_text()) if shipped.exists() else None
+    if cfg.data.source != "synthetic":
+        raise ValueError("grpo.grounding_ablation: the grounding reward reads the cue list only synthetic clips "
+                         f"record; data.source={cfg.data.source!r} has none (set grpo.grounding_ablation=false)")
+    run_dir = Path(run_dir)
+    dirs = {"erv": ensure_grpo(cfg, run_dir, "erv", dataset=dataset),
+            "erv-grounding": ensure_grpo(grounding_config(cfg), run_dir, "erv", dataset=dataset,
+                                         name="erv-grounding")}
+    examples = heldout_examples(cfg, run_dir, dataset)
+    labels, ds_name = [ex["label"] for ex in examples], examples[0].get("dataset", "dfew")
+    from erv_lab.judges import headline_judge
+
+    judge = headline_judge(cfg, run_dir)  # fit on nothing: independent of both arms' rewards
+    head_name = getattr(judge, "name", cfg.verifier.judge)
+    gens = {arm: policy_generator(d, cfg) for arm, d in dirs.items()}
+    out: dict = {"judge": head_name, "n_clips": len(examples), "rewards": grounding_config(cfg).reward.rewards,
+                 "protocols": {}}
+    for proto in protocols(cfg):
+        kept = {}
+        block = out["protocols"][proto.name] = {}
+        for arm, (gen, fp) in gens.items():
+            comps = decode_cached(gen, examples, run_dir / "eval_cache" / f"{arm}_{proto.name}.jsonl",
+                                  temperature=proto.temperature, top_p=proto.top_p, seeds=proto.seeds,
+                                  max_new_tokens=cfg.eval.max_new_tokens, fingerprint=fp,
+                                  batch_size=cfg.eval.batch_size, desc=f"{arm} {proto.name}")
+            judged = [judge_texts(judge, [parse_completion(c)[0] or "" for c in cs], ds_name) for cs in comps]
+            kept[arm] = (comps, judged)
+            block[arm] = {**score_decodes(comps, labels, judge, ds_name, cfg.eval.bootstrap, cfg.data.seed, judged),
+                          "grounding": pooled_grounding(comps, examples, judged)}
+        block["difference"] = paired_difference(kept["erv-grounding"], kept["erv"], labels, ds_name,
+                                                cfg.eval.bootstrap, cfg.data.seed)
+    (run_dir / "grounding_ablation.json").write_text(json.dumps(out, indent=1) + "\n")
+    return out
 
 
 # ============================================================================ evaluation (notebook 06)

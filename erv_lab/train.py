@@ -45,15 +45,18 @@ def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def policy_dataset(ds, audio: str, with_target: bool):
+def policy_dataset(ds, audio: str, with_target: bool, cues: bool = False):
     """Rows for TRL: ``prompt`` (conversation), ``images`` (frames [+ spectrogram]), ``solution``, ``dataset``,
-    and for SFT ``completion`` (the cold-start rationale as an assistant turn)."""
+    for SFT ``completion`` (the cold-start rationale as an assistant turn), and with ``cues`` the clip's cue
+    list (what the grounding reward reads; TRL passes every column to the rewards)."""
     def row(ex):
         out = {"prompt": [{"role": "user", "content": P.prompt_text(ex, audio)}],
                "images": P.clip_images(ex, audio), "solution": ex["label"], "dataset": ex["dataset"],
                "clip_id": ex["clip_id"]}
         if with_target:
             out["completion"] = [{"role": "assistant", "content": ex["rationale"]}]
+        if cues:
+            out["cues"] = ex.get("cues")
         return out
 
     return ds.map(row, remove_columns=ds.column_names)
@@ -501,7 +504,8 @@ def grpo_trainer(cfg, out: Path, sft: Path, train_ds, funcs: Sequence, weights: 
     snapshot = trainable_snapshot(model)
     trainer = grpo_trainer_class()(model=model, reward_funcs=list(funcs), processing_class=processor,
                                    args=grpo_args(cfg, out, reward_weights=list(weights)),
-                                   train_dataset=policy_dataset(train_ds, cfg.policy, with_target=False),
+                                   train_dataset=policy_dataset(train_ds, cfg.policy, with_target=False,
+                                                                cues="grounding" in cfg.reward.rewards),
                                    callbacks=[guard, HistoryCallback(out, on_log), *callbacks])
     keep_trainables_fp32(trainer.model, snapshot)
     trainer.guard = guard.attach(trainer)
@@ -552,6 +556,18 @@ def quick_eval(model, processor, ds, audio, n: int | None = None, max_new_tokens
     return {"n": len(outs), "accuracy": sum(acc) / len(acc), "format": sum(fmt) / len(fmt),
             "per_class": {y: round(sum(v) / len(v), 4) for y, v in sorted(per_class.items())},
             "per_class_n": {y: len(v) for y, v in sorted(per_class.items())}, "outputs": outs}
+
+
+def grounding_config(cfg):
+    """The grounding-reward ablation arm (beyond the paper): the preset's ERV recipe with the grounding reward
+    (``rewards.grounding_reward``: the share of rationale sentences describing only cues the clip has) added at
+    weight 1. Synthetic clips only; ``erv_lab.stages.grounding_ablation`` trains and scores it."""
+    import copy
+
+    c = copy.deepcopy(cfg)
+    if "grounding" not in c.reward.rewards:
+        c.reward.rewards, c.reward.weights = [*c.reward.rewards, "grounding"], [*c.reward.weights, 1.0]
+    return c
 
 
 def degenerate_config(cfg):

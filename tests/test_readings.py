@@ -165,3 +165,17 @@ def test_audio_ablation_reading_by_hand():
     assert "0.75 with audio (spectrogram), 0.25 without (-50.0 points, lower; 4 clips)" in text
     assert "fear 1.00 → 0.00, sad 0.50 → 0.50" in text
     assert R.audio_ablation({"none": ab["none"]}) is None
+
+
+def test_grounding_ablation_reading_by_hand():
+    arm = lambda rate, absent: {"grounding": {"grounded_cue_rate": rate, "absent_cue_sentence_share": absent}}  # noqa: E731
+    d = {"judge": "j", "n_clips": 56, "protocols": {"sample": {
+        "erv": arm(0.80, 0.12), "erv-grounding": arm(0.95, 0.02),
+        "difference": {"EEA": {"value": -0.05, "low": -0.12, "high": 0.01},
+                       "EPC": {"value": -0.10, "low": -0.2, "high": -0.02},
+                       "UAR": {"value": 0.0, "low": -0.02, "high": 0.02}}}}}
+    text = R.grounding_ablation(d)
+    assert "described cues the clip shows 80.0 % → 95.0 % (+15.0 points, higher)" in text
+    assert "sentences describing an absent cue 12.0 % → 2.0 % (-10.0 points, lower)" in text
+    assert "EEA -5.0 [-12.0, +1.0] (includes 0); EPC -10.0 [-20.0, -2.0] (below 0); UAR +0.0" in text
+    assert "No grounding ablation" in R.grounding_ablation(None)

@@ -442,3 +442,36 @@ def test_long_and_odd_completions_do_not_raise():
     assert (d["n"], d["m"], d["n_nn"]) == (401, 1, 400)
     assert d["sentences"][-1]["text"] == 'She says "never. Her eyes fill with tears.'
     assert ExplanationReward(v)([long], solution=["sad"]) == [1.0]
+
+
+def test_grounding_reward_pays_sentences_that_describe_only_cues_the_clip_has():
+    import json as _json
+
+    from erv_lab.rewards import REWARDS, grounding_reward
+
+    cues = _json.dumps({"visual": [{"cue": "smile"}], "audio": [{"cue": "lively"}]})
+    smile = "Her lips curve upward."             # describes smile: present
+    brow = "Her eyebrows are lowered and drawn together."  # describes brow_lower: absent
+    plain = "She is happy."                      # describes no cue
+    comp = lambda *s: f"<think>{' '.join(s)}</think><answer>happy</answer>"  # noqa: E731
+    got = grounding_reward([comp(smile, plain), comp(smile, brow), comp("Her eyebrows are lowered and drawn together and her lips curve upward."), comp(plain),
+                            "<answer>happy</answer>"], cues=[cues] * 5)
+    assert got == [0.5, 0.5, 0.0, 0.0, 0.0]  # 1 of 2; 1 of 2; one sentence with an absent cue; no cue; no think
+    assert REWARDS["grounding"]()([comp(smile)], cues=[cues]) == [1.0]
+    with pytest.raises(ValueError, match="cue list"):
+        grounding_reward([comp(smile)])  # real data: no cues column
+    with pytest.raises(ValueError, match="cue list"):
+        grounding_reward([comp(smile)], cues=[_json.dumps({})])
+
+
+def test_the_grounding_reward_is_refused_on_real_data_when_the_config_loads():
+    from erv_lab.config import load_config
+
+    with pytest.raises(ValueError, match="grounding"):
+        load_config("smoke", ["data.source=dfew", "data.root=/data/DFEW",
+                              "reward.rewards=[format,accuracy,explanation,grounding]", "reward.weights=[1,1,1,1]"])
+    from erv_lab import stages
+
+    real = load_config("smoke", ["data.source=dfew", "data.root=/data/DFEW", "grpo.grounding_ablation=true"])
+    with pytest.raises(ValueError, match="cue list"):  # the ablation arm refuses before it trains anything
+        stages.grounding_ablation(real, "/nonexistent-run")

@@ -314,3 +314,35 @@ def test_the_aggregation_reaches_trl_and_a_bad_one_is_refused(tmp_path):
     assert train.grpo_args(load_config("smoke"), tmp_path).multi_objective_aggregation == "sum_then_normalize"
     with pytest.raises(ValueError, match="multi_objective_aggregation"):
         load_config("smoke", ["grpo.multi_objective_aggregation=mean"])
+
+
+def test_the_grounding_arm_adds_one_reward_and_its_cue_column_and_the_flag_moves_no_stage():
+    from erv_lab import stages as S
+
+    cfg = load_config("smoke")
+    g = T.grounding_config(cfg)
+    assert g.reward.rewards == [*cfg.reward.rewards, "grounding"] and g.reward.weights == [*cfg.reward.weights, 1.0]
+    assert T.grounding_config(g).reward.rewards == g.reward.rewards  # added once
+    flagged = load_config("smoke", ["grpo.grounding_ablation=true"])
+    assert S.stage_settings(flagged, "grpo", "erv") == S.stage_settings(cfg, "grpo", "erv")  # no arm retrains
+    assert S.stage_settings(g, "grpo", "erv") != S.stage_settings(cfg, "grpo", "erv")
+
+
+@pytest.mark.slow
+def test_the_grounding_ablation_trains_its_arm_with_the_reward_and_scores_it_beside_erv(tmp_path):
+    import json
+
+    from erv_lab import stages as S
+
+    cfg = load_config("smoke", ["grpo.grounding_ablation=true"])
+    d = S.grounding_ablation(cfg, tmp_path)
+    hist = json.loads((tmp_path / "erv-grounding" / "log_history.json").read_text())
+    assert any("rewards/grounding/mean" in h for h in hist)  # TRL saw the cues column and logged the reward
+    assert not any("rewards/grounding/mean" in h for h in json.loads((tmp_path / "erv" / "log_history.json").read_text()))
+    assert set(d["protocols"]) == {p.name for p in __import__("erv_lab.evaluate").evaluate.protocols(cfg)}
+    for block in d["protocols"].values():
+        assert {"erv", "erv-grounding", "difference"} <= set(block)
+        assert block["erv"]["grounding"]["n"] == block["erv-grounding"]["grounding"]["n"] > 0
+    assert json.loads((tmp_path / "grounding_ablation.json").read_text()) == d
+    off = load_config("smoke", ["grpo.grounding_ablation=false"])
+    assert S.grounding_ablation(off, tmp_path)["n_clips"] == 56  # off: the shipped cpu-tiny file
