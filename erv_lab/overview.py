@@ -22,6 +22,7 @@ COURSE_MAP = [
     ("05_grpo", "GRPO: group advantages, KL, baseline vs ERV reward", "CPU tiny / 16 GB GPU"),
     ("06_consistency", "EEA / FCR / EPC vs UAR / WAR, judges and κ, your run beside the shipped spread", "CPU"),
     ("07_diagnostics", "reward hacking, cue grounding, the per-clip inspector, your own clip", "CPU"),
+    ("08_faithfulness", "beyond the paper: modality removal, cross-modal hallucination, step necessity", "CPU"),
 ]
 
 

@@ -440,6 +440,49 @@ def grounding_ablation_bars(d: dict | None, protocol: str = "sample"):
     return fig
 
 
+def faithfulness_panels(d: dict | None):
+    """``stages.faithfulness`` as three panels of shares (0-1, 95 % bootstrap intervals where computed), one bar
+    per model: accuracy with a modality removed, what the rationales describe, and step necessity."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if not d or not d.get("arms"):
+        return None
+    panels = [
+        ("Accuracy with a modality removed", [
+            ("as is", lambda a: a["accuracy"]["as_is"]), ("frames\nblanked", lambda a: a["accuracy"]["no_face"]),
+            ("sound\nsilenced", lambda a: a["accuracy"]["no_voice"]),
+            ("fear/surprise,\nsilenced", lambda a: a["accuracy_voice_decided"]["no_voice"]),
+            ("angry/disgust,\nblanked", lambda a: a["accuracy_face_decided"]["no_face"])]),
+        ("What the rationales describe", [
+            ("the face,\nno frames", lambda a: a["hallucination"]["face_without_frames"]),
+            ("the voice,\nno sound", lambda a: a["hallucination"]["voice_without_sound"]),
+            ("the deciding\nmodality", lambda a: a["deciding_modality"]["described"]),
+            ("... first", lambda a: a["deciding_modality"]["first"])]),
+        ("Does the answer need the rationale?", [
+            ("sentences whose\nremoval flips it", lambda a: {"value": a["steps"]["sentence_necessary"]}),
+            ("rationales with\none such sentence", lambda a: {"value": a["steps"]["rationale_with_necessary"]}),
+            ("empty rationale\nflips it", lambda a: {"value": a["steps"]["empty_changes"]})])]
+    arms = list(d["arms"])
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6), gridspec_kw={"width_ratios": [5, 4, 3]})
+    width = 0.8 / len(arms)
+    for ax, (title, cols) in zip(axes, panels):
+        x = np.arange(len(cols))
+        for k, arm in enumerate(arms):
+            stats = [get(d["arms"][arm]) for _, get in cols]
+            vals = np.array([np.nan if s.get("value") is None else s["value"] for s in stats])
+            err = np.array([[v - s["ci"][0], s["ci"][1] - v] if s.get("ci") else [0, 0]
+                            for v, s in zip(vals, stats)]).T
+            ax.bar(x + k * width, vals, width, yerr=err, capsize=2, label=ARM_WORDS.get(arm, arm))
+        ax.set_xticks(x + width * (len(arms) - 1) / 2, [w for w, _ in cols], fontsize=8)
+        ax.set(ylim=(0, 1.05), ylabel="share of clips" if ax is not axes[2] else "share", title=title)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Faithful, not just coherent ({d.get('decoding', 'greedy')} decoding, {d.get('n_clips')} clips)",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def paired_difference(results: dict, metrics=("EEA", "EPC", "FCR", "UAR")):
     """The claim as a figure: ERV minus baseline per metric with its paired 95 % bootstrap interval, per protocol,
     a line at 0 and the goal's +15 points for EEA and EPC (``results["erv_minus_baseline"]``)."""

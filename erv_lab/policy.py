@@ -358,10 +358,13 @@ def count_parameters(model) -> dict:
 # ---------------------------------------------------------------- decoding
 @torch.no_grad()
 def generate(model, processor, examples: Sequence[dict], temperature: float = 0.0, top_p: float = 1.0,
-             seed: int = 0, max_new_tokens: int = 96, audio: str = "spectrogram", batch_size: int = 16) -> list[str]:
+             seed: int = 0, max_new_tokens: int = 96, audio: str = "spectrogram", batch_size: int = 16,
+             prefixes: Sequence[str] | None = None) -> list[str]:
     """Decode one completion per example (``temperature == 0`` means greedy). Returns the raw text.
 
     ``examples`` are dataset rows with ``frames`` / ``spectrogram`` / ``prosody`` (see ``erv_lab.data``).
+    ``prefixes`` (one per example) start the model's turn, e.g. ``"<think>...</think><answer>"`` to force the
+    answer after a given rationale (``erv_lab.faithfulness``); the returned text continues it.
     """
     tok = processor.tokenizer
     device = next(model.parameters()).device
@@ -374,6 +377,8 @@ def generate(model, processor, examples: Sequence[dict], temperature: float = 0.
             [examples[j] for j in range(i, min(i + batch_size, len(examples)))]
         texts = [processor.apply_chat_template(prompt_messages(ex, audio), add_generation_prompt=True,
                                                tokenize=False) for ex in chunk]
+        if prefixes is not None:
+            texts = [t + prefixes[i + k] for k, t in enumerate(texts)]
         images = [clip_images(ex, audio) for ex in chunk]
         batch = processor(images=images, text=texts, return_tensors="pt", padding=True).to(device)
         if "pixel_values" in batch:

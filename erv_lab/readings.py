@@ -374,3 +374,33 @@ def grounding_ablation(d: dict | None) -> str:
                      + "; ".join(said) + ". Paired difference (grounding arm − ERV), points: " + "; ".join(cost)
                      + ".")
     return "\n".join(lines) + "\n"
+
+
+def faithfulness(d: dict | None) -> str:
+    """What ``stages.faithfulness`` measured, per model: accuracy with each modality removed (overall and on
+    the classes only that modality separates), the cross-modal hallucination rates, whether rationales of the
+    modality-decided classes describe the deciding modality (and first), and step necessity. Markdown bullets;
+    every number is this file's."""
+    if not d or not d.get("arms"):
+        return "- No faithfulness measurement in this run (`stages.faithfulness`, notebook 08).\n"
+
+    def pct(x) -> str:
+        x = x.get("value") if isinstance(x, dict) else x
+        return "n/a" if x is None else f"{100 * x:.1f} %"
+
+    lines = []
+    for arm, a in d["arms"].items():
+        acc, v, f = a["accuracy"], a["accuracy_voice_decided"], a["accuracy_face_decided"]
+        h, dm, st = a["hallucination"], a["deciding_modality"], a["steps"]
+        lines.append(
+            f"- **{NAMES.get(arm, arm)}** ({d.get('decoding', 'greedy')}, {d.get('n_clips')} clips): accuracy as is "
+            f"{pct(acc['as_is'])}, frames blanked {pct(acc['no_face'])}, sound silenced {pct(acc['no_voice'])}; on "
+            f"the voice-decided classes (fear, surprise) {pct(v['as_is'])} → {pct(v['no_voice'])} without sound, on "
+            f"the face-decided ones (angry, disgust) {pct(f['as_is'])} → {pct(f['no_face'])} without frames. "
+            f"Rationales describing the face with no frames: {pct(h['face_without_frames'])}; the voice with no "
+            f"sound: {pct(h['voice_without_sound'])}. On the modality-decided classes, rationales describing the "
+            f"deciding modality: {pct(dm['described'])} (first: {pct(dm['first'])}). Sentences whose removal "
+            f"changes the answer: {pct(st['sentence_necessary'])} of {st['n_sentences']}; rationales with at least "
+            f"one: {pct(st['rationale_with_necessary'])}; an empty rationale changes the answer in "
+            f"{pct(st['empty_changes'])}.")
+    return "\n".join(lines) + "\n"

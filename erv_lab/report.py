@@ -28,7 +28,7 @@ REFERENCE_FILES = ("results.json", "results.md", "course_timings.json", "eval/re
                    "erv-degenerate/log_history.json", "erv-degenerate/completions/completions_*.parquet", "erv-degenerate/metrics.json",
                    "audio_ablation.json", "cell_timings.json", "eval/readings.json", "grounding_ablation.json",
                    "erv-grounding/log_history.json", "erv-grounding/metrics.json",
-                   "erv-grounding/completions/completions_*.parquet")
+                   "erv-grounding/completions/completions_*.parquet", "faithfulness.json")
 REFERENCE_MAX_BYTES = 3_000_000  # per file: keep the tracked folder small
 
 
@@ -252,6 +252,7 @@ SEEDS_START, SEEDS_END = "<!-- seed-variation:start -->", "<!-- seed-variation:e
 READINGS_START, READINGS_END = "<!-- readings:start -->", "<!-- readings:end -->"  # erv_lab.readings of the run
 SPREAD_START, SPREAD_END = "<!-- spread:start -->", "<!-- spread:end -->"  # readings.reproducibility(spread.json)
 GROUNDING_START, GROUNDING_END = "<!-- grounding:start -->", "<!-- grounding:end -->"  # readings.grounding_ablation
+FAITH_START, FAITH_END = "<!-- faithfulness:start -->", "<!-- faithfulness:end -->"  # readings.faithfulness
 
 
 def _replace_block(text: str, start: str, end: str, body: str) -> str:
@@ -286,6 +287,11 @@ def sync_results_block(text: str, results: dict, run_dir: str | Path | None = No
 
         text = _replace_block(text, GROUNDING_START, GROUNDING_END,
                               readings.grounding_ablation(json.loads(ablation.read_text())))
+    faith = Path(run_dir) / "faithfulness.json" if run_dir is not None else None
+    if FAITH_START in text and faith is not None and faith.exists():
+        from erv_lab import readings
+
+        text = _replace_block(text, FAITH_START, FAITH_END, readings.faithfulness(json.loads(faith.read_text())))
     return text
 
 

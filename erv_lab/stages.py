@@ -368,6 +368,62 @@ def grounding_ablation(cfg, run_dir: str | Path, dataset=None) -> dict | None:
     return out
 
 
+def faithfulness(cfg, run_dir: str | Path, dataset=None, arms: Sequence[str] = ("sft", "baseline", "erv"),
+                 n_boot: int | None = None) -> dict:
+    """Beyond the paper (``erv_lab.faithfulness``; notebook 08): each model decodes every test clip greedily as
+    it is, with its frames blanked and with a silent track (cached in ``eval_cache/<arm>_greedy[_no_face|
+    _no_voice].jsonl``; the as-is decodes are the evaluation's own), scored for modality faithfulness; then its
+    answer is forced after each as-is rationale with one sentence removed, and after an empty one (step
+    necessity). Synthetic clips only (the cue lists). Written to ``run_dir/faithfulness.json``; reused while
+    the models and settings match."""
+    from erv_lab import faithfulness as F
+    from erv_lab import policy as P
+    from erv_lab.evaluate import decode_cached, model_fingerprint
+    from erv_lab.rewards import parse_completion
+
+    if cfg.data.source != "synthetic":
+        raise ValueError("faithfulness reads the cue lists only synthetic clips record; "
+                         f"data.source={cfg.data.source!r} has none")
+    run_dir = Path(run_dir)
+    dirs = {"sft": ensure_sft(cfg, run_dir, dataset=dataset)}
+    dirs.update({arm: ensure_grpo(cfg, run_dir, arm, dataset=dataset) for arm in arms if arm != "sft"})
+    n_boot = cfg.eval.bootstrap if n_boot is None else n_boot
+    settings = _settings({"models": {a: model_fingerprint(d) for a, d in dirs.items() if a in arms},
+                          "max_new_tokens": cfg.eval.max_new_tokens, "bootstrap": n_boot,
+                          "max_clips": cfg.eval.max_clips})
+    path = run_dir / "faithfulness.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("settings") == settings:
+            return saved
+    examples = heldout_examples(cfg, run_dir, dataset)
+    labels = [ex["label"] for ex in examples]
+    views = {"as_is": examples, "no_face": [F.ablate(ex, "face") for ex in examples],
+             "no_voice": [F.ablate(ex, "voice") for ex in examples]}
+    out: dict = {"decoding": "greedy", "n_clips": len(examples), "arms": {}, "settings": settings}
+    for arm in arms:
+        model, processor = P.load_policy(dirs[arm], cfg.policy)
+        fp = model_fingerprint(dirs[arm])
+
+        def gen(exs, temperature, top_p, seed, max_new_tokens):
+            return P.generate(model, processor, exs, temperature=temperature, top_p=top_p, seed=seed,
+                              max_new_tokens=max_new_tokens, audio=cfg.policy, batch_size=cfg.eval.batch_size)
+        decodes = {}
+        for cond, exs in views.items():
+            name = f"{arm}_greedy" + ("" if cond == "as_is" else f"_{cond}")
+            decodes[cond] = decode_cached(gen, exs, run_dir / "eval_cache" / f"{name}.jsonl", temperature=0.0,
+                                          top_p=1.0, seeds=(0,), max_new_tokens=cfg.eval.max_new_tokens,
+                                          fingerprint=fp, batch_size=cfg.eval.batch_size, desc=f"{arm} {cond}")[0]
+        steps = F.step_necessity(examples, [parse_completion(c)[0] for c in decodes["as_is"]],
+                                 F.force_answer_fn(model, processor, cfg, cfg.eval.batch_size))
+        out["arms"][arm] = {**F.modality_scores(decodes, labels, n_boot, cfg.data.seed),
+                            "steps": {k: v for k, v in steps.items() if k != "rows"},
+                            "clips": [F.clip_row(ex, {c: decodes[c][i] for c in decodes}, steps["rows"][i])
+                                      for i, ex in enumerate(examples)]}
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
 # ============================================================================ evaluation (notebook 06)
 def policy_generator(model_dir: str | Path, cfg):
     """``(generate_fn, fingerprint)`` for a saved policy folder (``erv_lab.policy.load_policy``)."""

@@ -204,3 +204,30 @@ def browse(fn, **controls):
         w.observe(render, names="value")
     render()
     return W.VBox([*boxes.values(), out])
+
+
+def faithfulness_html(row: dict) -> str:
+    """One clip of ``stages.faithfulness`` (``faithfulness.clip_row``): the as-is rationale with each sentence
+    marked when removing it changes the answer (bold, "needed") and the modalities it describes; then what the
+    model wrote with the frames blanked and with the sound silenced, flagged when it still describes the
+    removed modality."""
+    def sent(s):
+        mods = "/".join(s["modalities"]) or "no cue"
+        need = s["necessary"]
+        style = "font-weight:bold;background:#ffe9a8" if need else ""
+        return (f"<li><span style='{style}'>{html.escape(s['text'])}</span> <small>[{mods}"
+                f"{'; needed' if need else ''}]</small></li>")
+
+    parts = [f"<div class='erv-clip'><b>{html.escape(row['clip_id'])}</b> · truth <b>{row['label']}</b>"
+             + (f" (decided by the {row['decided_by']})" if row.get("decided_by") else "")
+             + f" · answer {row.get('answer')} · forced after the whole rationale {row.get('forced_answer')}"
+             + (" · <b>an empty rationale changes it</b>" if row.get("empty_changes") else ""),
+             "<ol>" + "".join(sent(s) for s in row["sentences"]) + "</ol>"]
+    for cond, what in (("no_face", "frames blanked"), ("no_voice", "sound silenced")):
+        if cond in row:
+            r = row[cond]
+            flag = (f" <b style='color:#a00'>⚠ still describes the {'face' if cond == 'no_face' else 'voice'}</b>"
+                    if r["describes_removed"] else "")
+            parts.append(f"<div><small>{what}: answer {r['answer']}{flag}<br>{html.escape(r['think'] or '')}"
+                         "</small></div>")
+    return "".join(parts) + "</div>"

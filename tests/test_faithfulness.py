@@ -1,0 +1,102 @@
+"""Modality faithfulness and step necessity (erv_lab.faithfulness): hand-made decodes, hand-counted shares."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from erv_lab import faithfulness as F
+
+FACE = "Her lips curve upward."        # smile: a facial cue
+VOICE = "Her voice trembles."          # tremor: a voice cue
+PLAIN = "She seems to feel it."        # no cue
+
+
+def comp(answer, *sentences):
+    return f"<think>{' '.join(sentences)}</think><answer>{answer}</answer>"
+
+
+def test_the_deciding_modality_and_each_cues_modality_come_from_the_generators_tables():
+    assert F.DECIDED_BY == {"fear": "voice", "surprise": "voice", "angry": "face", "disgust": "face"}
+    assert F.cue_modalities(f"{FACE} {PLAIN} {VOICE}") == ["face", "voice"]
+    assert F.cue_modalities(None) == []
+
+
+def test_ablate_blanks_the_frames_or_silences_the_track_and_keeps_shapes():
+    ex = {"frames": [Image.new("RGB", (16, 16), (200, 10, 10))] * 2, "spectrogram": Image.new("RGB", (32, 32), (255,) * 3),
+          "prosody": "pitch high rising, voice loud, tempo fast", "label": "fear"}
+    face = F.ablate(ex, "face")
+    assert [f.size for f in face["frames"]] == [(16, 16)] * 2 and {np.asarray(f).std() for f in face["frames"]} == {0}
+    assert np.asarray(face["frames"][0])[0, 0].tolist() == [F.GREY] * 3 and face["spectrogram"] is ex["spectrogram"]
+    voice = F.ablate(ex, "voice")
+    assert np.asarray(voice["spectrogram"]).shape == (32, 32, 3) and np.asarray(voice["spectrogram"]).max() == 0
+    assert voice["prosody"] == "no audio" and voice["frames"] is ex["frames"]
+    assert np.asarray(ex["frames"][0])[0, 0].tolist() == [200, 10, 10]  # the original row is untouched
+    with pytest.raises(ValueError):
+        F.ablate(ex, "smell")
+
+
+def test_modality_scores_by_hand():
+    labels = ["fear", "surprise", "angry", "happy"]
+    decodes = {
+        # as is: fear names a face cue first then a voice cue; surprise only a face cue; angry a face cue
+        "as_is": [comp("fear", FACE, VOICE), comp("surprise", FACE), comp("angry", FACE), comp("happy", PLAIN)],
+        # frames blanked: two rationales still describe the face (hallucination 2 of 4)
+        "no_face": [comp("fear", VOICE), comp("fear", FACE), comp("disgust", FACE), comp("sad", PLAIN)],
+        # silent: one rationale still describes the voice; fear and surprise are lost
+        "no_voice": [comp("surprise", VOICE), comp("fear", FACE), comp("angry", FACE), comp("happy", FACE)],
+    }
+    s = F.modality_scores(decodes, labels, n_boot=200)
+    assert s["accuracy"]["as_is"]["value"] == 1.0 and s["accuracy"]["no_face"]["value"] == 0.25
+    assert s["accuracy"]["no_voice"]["value"] == 0.5
+    assert s["accuracy_voice_decided"]["no_voice"]["value"] == 0.0 and s["accuracy_voice_decided"]["no_voice"]["n"] == 2
+    assert s["accuracy_face_decided"]["no_face"]["value"] == 0.0 and s["accuracy_face_decided"]["as_is"]["n"] == 1
+    assert s["hallucination"]["face_without_frames"]["value"] == 0.5
+    assert s["hallucination"]["voice_without_sound"]["value"] == 0.25
+    # deciding modality on fear, surprise (voice) and angry (face): described 2 of 3, first 1 of 3
+    assert s["deciding_modality"]["described"]["value"] == pytest.approx(2 / 3)
+    assert s["deciding_modality"]["first"]["value"] == pytest.approx(1 / 3)
+    lo, hi = s["deciding_modality"]["described"]["ci"]
+    assert 0 <= lo <= 2 / 3 <= hi <= 1
+
+
+def test_a_sentence_whose_removal_flips_the_answer_is_necessary():
+    def force(examples, thinks):  # a fake policy: "trembles" -> fear; otherwise "happy" if "curve" else neutral
+        return ["fear" if "trembles" in t else "happy" if "curve" in t else "neutral" for t in thinks]
+
+    exs = [{"label": "fear"}, {"label": "happy"}, {"label": "sad"}]
+    thinks = [f"{FACE} {VOICE}", f"{FACE} {PLAIN}", None]
+    r = F.step_necessity(exs, thinks, force)
+    assert r["rows"][0]["necessary"] == [False, True]   # removing the voice sentence flips fear -> happy
+    assert r["rows"][1]["necessary"] == [True, False]   # removing the smile flips happy -> neutral
+    assert r["rows"][2] == {"n_sentences": 0, "answer": "neutral", "necessary": [], "empty_changes": False}
+    assert r["sentence_necessary"] == 0.5 and r["n_sentences"] == 4
+    assert r["rationale_with_necessary"] == 1.0 and r["n_rationales"] == 2
+    assert r["empty_changes"] == pytest.approx(2 / 3)
+    assert F.without_each_sentence(f"{FACE} {PLAIN} {VOICE}") == [f"{PLAIN} {VOICE}", f"{FACE} {VOICE}", f"{FACE} {PLAIN}"]
+
+
+def test_clip_row_the_inspector_html_and_the_reading():
+    from erv_lab import readings, widgets
+
+    ex = {"clip_id": "c1", "label": "fear"}
+    decodes = {"as_is": comp("fear", FACE, VOICE), "no_face": comp("fear", FACE), "no_voice": comp("sad", PLAIN)}
+    row = F.clip_row(ex, decodes, {"answer": "fear", "necessary": [False, True], "empty_changes": True})
+    assert row["decided_by"] == "voice" and row["answer"] == "fear"
+    assert [(s["modalities"], s["necessary"]) for s in row["sentences"]] == [(["face"], False), (["voice"], True)]
+    assert row["no_face"]["describes_removed"] and not row["no_voice"]["describes_removed"]
+    html_ = widgets.faithfulness_html(row)
+    assert "still describes the face" in html_ and "still describes the voice" not in html_ and "; needed" in html_
+    stats = F.modality_scores({k: [v] for k, v in decodes.items()}, ["fear"], n_boot=0)
+    d = {"decoding": "greedy", "n_clips": 1, "arms": {"erv": {**stats, "steps": {
+        "sentence_necessary": 0.5, "n_sentences": 2, "rationale_with_necessary": 1.0, "empty_changes": 1.0}}}}
+    text = readings.faithfulness(d)
+    assert "accuracy as is 100.0 %, frames blanked 100.0 %, sound silenced 0.0 %" in text
+    assert "the voice with no sound: 0.0 %" in text and "Rationales describing the face with no frames: 100.0 %" in text
+    assert "changes the answer: 50.0 % of 2" in text and "No faithfulness" in readings.faithfulness(None)
+
+
+def test_the_stage_refuses_real_data_before_it_trains_anything():
+    from erv_lab import stages
+    from erv_lab.config import load_config
+
+    with pytest.raises(ValueError, match="cue lists"):
+        stages.faithfulness(load_config("smoke", ["data.source=dfew", "data.root=/data/DFEW"]), "/nonexistent-run")
