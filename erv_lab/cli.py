@@ -107,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(lbs, "cmd_labels_report", "report", help="Cohen's kappa with every judge and EEA per arm as labelled")
     p.add_argument("--out", required=True, help="run folder (holding eval/records.json and human/labels-*.jsonl)")
 
+    p = _command(sub, "cmd_export", "export", help="a run's per-clip records as a Hugging Face dataset (parquet + card)")
+    p.add_argument("run", metavar="RUN", help="run folder holding eval/records.json (e.g. runs/cpu-tiny)")
+    p.add_argument("--out", required=True, help="folder to write (datasets' save_to_disk, data.parquet, README.md)")
+    p.add_argument("--push", default=None, metavar="REPO_ID", help="also push to the Hub (needs HF_TOKEN; private)")
+    p.add_argument("--i-may-share", dest="may_share", action="store_true",
+                   help="for runs on licensed data (DFEW, MAFW): you may publish what the records derive from")
+
     p = _command(sub, "cmd_explain", "explain", help="your own clip through a run's models: frames, spectrogram, rationale, "
                                        "answer, verifier labels, judge (JSON + HTML)")
     p.add_argument("video", metavar="VIDEO", help="a video (with or without sound), a folder of frames, or a photo")
@@ -304,6 +311,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ensure_results(cfg, rd, force=True)
     print((rd / "results.md").read_text())
     print(f"results.json: {rd / 'results.json'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from erv_lab.export import export
+
+    try:
+        done = export(args.run, args.out, args.push, args.may_share)
+    except (FileNotFoundError, PermissionError) as e:
+        print(f"erv-lab export: {e}", file=sys.stderr)
+        return 2
+    print(f"{done['rows']} rows -> {done['out']} (datasets on disk, data.parquet, README.md)"
+          + (f"; pushed to {done['pushed']}" if done["pushed"] else ""))
     return 0
 
 
