@@ -57,6 +57,39 @@ def write_results(results: dict, run_dir: str | Path, eval_seconds: float | None
     return results
 
 
+BEYOND = {"faithfulness": "Faithful, not just coherent (beyond the paper; notebook 08)",
+          "grounding_ablation": "A grounding reward as an ablation arm (beyond the paper; notebook 07)"}
+
+
+def beyond_section(results: dict) -> list[str]:
+    """results.md lines for the measurements beyond the paper that ``attach`` added, read by ``erv_lab.readings``."""
+    from erv_lab import readings
+
+    read = {"faithfulness": readings.faithfulness, "grounding_ablation": readings.grounding_ablation}
+    out = []
+    for key, title in BEYOND.items():
+        if results.get(key):
+            out += [f"## {title}", "", read[key](results[key]).rstrip("\n"), ""]
+    return out
+
+
+def attach(run_dir: str | Path, key: str, block: dict) -> None:
+    """Put ``block`` (per-clip detail and settings left out) under ``results[key]`` of an existing
+    ``run_dir/results.json`` and rewrite results.md; nothing is evaluated again. No results.json: nothing."""
+    path = Path(run_dir) / "results.json"
+    if key not in BEYOND or not path.exists():
+        return
+    results = json.loads(path.read_text())
+    slim = json.loads(json.dumps(block))
+    slim.pop("settings", None)
+    for arm in (slim.get("arms") or {}).values():
+        arm.pop("clips", None)
+    if results.get(key) != slim:
+        results[key] = slim
+        path.write_text(json.dumps(results, indent=2))
+        (Path(run_dir) / "results.md").write_text(render_markdown(results))
+
+
 def schema_problems(results: dict) -> list[str]:
     """What ``results`` lacks of the results.json schema (empty list = valid): ``sft``/``baseline``/``erv``
     and ``greedy.{sft,baseline,erv}`` each with UAR, WAR, EEA, FCR, FCR_given_correct, EPC (fractions in
@@ -145,7 +178,7 @@ def render_markdown(results: dict) -> str:
                       "for both arms): " + ", ".join(
                           f"{k} {100 * diff[k]['value']:+.1f} [{100 * diff[k]['low']:+.1f}, {100 * diff[k]['high']:+.1f}]"
                           for k in ("EEA", "EPC", "FCR", "UAR") if k in diff), ""]
-    lines += judges_section(results) + grounding_section(results)
+    lines += judges_section(results) + grounding_section(results) + beyond_section(results)
     t = results.get("timings", {})
     if t:
         lines += [f"Compute: {sum(t.values()):.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in t.items()) + ")", ""]

@@ -365,6 +365,9 @@ def grounding_ablation(cfg, run_dir: str | Path, dataset=None) -> dict | None:
         block["difference"] = paired_difference(kept["erv-grounding"], kept["erv"], labels, ds_name,
                                                 cfg.eval.bootstrap, cfg.data.seed)
     (run_dir / "grounding_ablation.json").write_text(json.dumps(out, indent=1) + "\n")
+    from erv_lab.report import attach
+
+    attach(run_dir, "grounding_ablation", out)
     return out
 
 
@@ -395,6 +398,9 @@ def faithfulness(cfg, run_dir: str | Path, dataset=None, arms: Sequence[str] = (
     if path.exists():
         saved = json.loads(path.read_text())
         if saved.get("settings") == settings:
+            from erv_lab.report import attach
+
+            attach(run_dir, "faithfulness", saved)  # results.json may have been evaluated again since
             return saved
     examples = heldout_examples(cfg, run_dir, dataset)
     labels = [ex["label"] for ex in examples]
@@ -421,6 +427,9 @@ def faithfulness(cfg, run_dir: str | Path, dataset=None, arms: Sequence[str] = (
                             "clips": [F.clip_row(ex, {c: decodes[c][i] for c in decodes}, steps["rows"][i])
                                       for i, ex in enumerate(examples)]}
     path.write_text(json.dumps(out, indent=1) + "\n")
+    from erv_lab.report import attach
+
+    attach(run_dir, "faithfulness", out)  # into results.json / results.md beside the headline numbers
     return out
 
 

@@ -100,3 +100,22 @@ def test_the_stage_refuses_real_data_before_it_trains_anything():
 
     with pytest.raises(ValueError, match="cue lists"):
         stages.faithfulness(load_config("smoke", ["data.source=dfew", "data.root=/data/DFEW"]), "/nonexistent-run")
+
+
+def test_attach_puts_the_summary_into_results_json_and_md(tmp_path):
+    import json
+
+    from erv_lab import report
+    from erv_lab.paths import REFERENCE_DIR
+
+    shipped = json.loads((REFERENCE_DIR / "results.json").read_text())
+    shipped.pop("faithfulness", None)
+    (tmp_path / "results.json").write_text(json.dumps(shipped))
+    faith = json.loads((REFERENCE_DIR / "faithfulness.json").read_text())
+    report.attach(tmp_path, "faithfulness", faith)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert "clips" not in saved["faithfulness"]["arms"]["erv"] and "settings" not in saved["faithfulness"]
+    assert saved["faithfulness"]["arms"]["erv"]["steps"] == faith["arms"]["erv"]["steps"]
+    md = (tmp_path / "results.md").read_text()
+    assert "## Faithful, not just coherent" in md and "sound silenced" in md
+    report.attach(tmp_path / "nowhere", "faithfulness", faith)  # no results.json: nothing, no error
