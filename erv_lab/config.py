@@ -36,7 +36,6 @@ class DataConfig:
                          "None = generate synthetic clips")
     fold: int = _f(5, "evaluation fold 1..5 (the paper reports fold 5)")
     clips_per_class: int = _f(40, "synthetic clips generated per class (train + test)")
-    test_fraction: float = _f(0.2, "share of synthetic clips in each fold's test split")
     seed: int = _f(0, "seed of the synthetic generator")
     difficulty: float = _f(0.5, "0 = obvious cues, 1 = hard (weak cues, occluders, noise)")
     frame_size: int = _f(112, "side of the synthetic video frames in pixels")

@@ -144,14 +144,17 @@ def without_each_sentence(think: str | None) -> list[str]:
 ForceAnswer = Callable[[Sequence[dict], Sequence[str]], list]  # (examples, think texts) -> answer labels
 
 
-def step_necessity(examples: Sequence[dict], thinks: Sequence[str | None], force_answer: ForceAnswer) -> dict:
+def step_necessity(examples: Sequence[dict], thinks: Sequence[str | None], force_answer: ForceAnswer,
+                   n_boot: int = 0, seed: int = 0) -> dict:
     """Which rationale sentences does the answer depend on? For each rationale, the answer forced after the
     whole ``<think>`` (the reference), after each one-sentence-shorter ``<think>``, and after an empty one.
     ``force_answer(examples, thinks)`` returns one answer per pair (batched by the caller's function).
 
     Returns per-clip rows ``{"n_sentences", "necessary": [bool per sentence], "empty_changes": bool}`` and the
     shares: ``sentence_necessary`` (of all sentences), ``rationale_with_necessary`` (of rationales with at least
-    one sentence), ``empty_changes`` (of all rationales).
+    one sentence), ``empty_changes`` (of all rationales); ``ci`` holds their 95 % bootstrap intervals over clips
+    (``n_boot`` resamples; the sentence share resamples whole rationales, a ratio of sums), ``None`` when
+    ``n_boot`` is 0.
     """
     jobs: list[tuple[int, str]] = []
     for i, think in enumerate(thinks):
@@ -167,9 +170,80 @@ def step_necessity(examples: Sequence[dict], thinks: Sequence[str | None], force
                      "empty_changes": empty != full})
     sentences = [x for r in rows for x in r["necessary"]]
     with_sent = [any(r["necessary"]) for r in rows if r["n_sentences"]]
+    empty = [r["empty_changes"] for r in rows]
+    ci = None
+    if n_boot:
+        ci = {"sentence_necessary": _ratio_interval([sum(r["necessary"]) for r in rows],
+                                                    [r["n_sentences"] for r in rows], n_boot, seed),
+              "rationale_with_necessary": _interval(with_sent, n_boot, seed),
+              "empty_changes": _interval(empty, n_boot, seed)}
     return {"rows": rows, "sentence_necessary": _share(sentences), "n_sentences": len(sentences),
             "rationale_with_necessary": _share(with_sent), "n_rationales": len(with_sent),
-            "empty_changes": _share([r["empty_changes"] for r in rows])}
+            "empty_changes": _share(empty), "ci": ci}
+
+
+def _ratio_interval(num: Sequence[int], den: Sequence[int], n_boot: int, seed: int) -> list[float] | None:
+    """95 % percentile bootstrap over clips of sum(num) / sum(den) (resamples with no denominator skipped)."""
+    num, den = np.asarray(num, float), np.asarray(den, float)
+    if not len(den) or not den.sum() or not n_boot:
+        return None
+    idx = np.random.default_rng(seed).integers(0, len(den), (n_boot, len(den)))
+    d = den[idx].sum(1)
+    ratios = num[idx].sum(1)[d > 0] / d[d > 0]
+    return [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]
+
+
+def cached_force(force: ForceAnswer, cache_file, fingerprint: str = "", batch_size: int = 64,
+                 desc: str = "forced answers") -> ForceAnswer:
+    """``force`` with a JSONL cache (first line: the model's fingerprint): a (clip, rationale) pair already
+    answered is not decoded again, and each finished batch is appended at once, so an interrupted step-necessity
+    run resumes where it stopped. Another model discards the cache."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    cache_file = Path(cache_file)
+
+    def key(ex: dict, think: str) -> str:
+        return hashlib.sha1(f"{ex['clip_id']}\x00{think}".encode()).hexdigest()
+
+    def cached(examples: Sequence[dict], thinks: Sequence[str]) -> list:
+        head = json.dumps({"meta": {"model": fingerprint, "kind": "forced_answer"}})
+        done: dict = {}
+        if cache_file.exists():
+            lines = cache_file.read_text().splitlines()
+            if lines and lines[0] == head:
+                for line in lines[1:]:
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:  # a line cut by an interruption
+                        continue
+                    done[row["key"]] = row["answer"]
+            else:
+                cache_file.unlink()
+        if not cache_file.exists():
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            cache_file.write_text(head + "\n")
+        keys = [key(ex, t) for ex, t in zip(examples, thinks)]
+        todo, seen = [], set()
+        for i, k in enumerate(keys):
+            if k not in done and k not in seen:
+                seen.add(k)
+                todo.append(i)
+        with open(cache_file, "a") as f, tqdm(total=len(set(keys)), initial=len(set(keys)) - len(todo),
+                                             desc=desc, unit="answer", leave=False) as bar:
+            for s in range(0, len(todo), batch_size):
+                chunk = todo[s:s + batch_size]
+                got = force([examples[i] for i in chunk], [thinks[i] for i in chunk])
+                for i, a in zip(chunk, got):
+                    done[keys[i]] = a
+                    f.write(json.dumps({"key": keys[i], "answer": a}) + "\n")
+                f.flush()
+                bar.update(len(chunk))
+        return [done[k] for k in keys]
+    return cached
 
 
 def force_answer_fn(model, processor, cfg, batch_size: int = 64) -> ForceAnswer:

@@ -440,6 +440,12 @@ def grounding_ablation_bars(d: dict | None, protocol: str = "sample"):
     return fig
 
 
+def _step(arm: dict, key: str) -> dict:
+    """A step-necessity share as ``{"value", "ci"}`` (``ci`` absent in files written before intervals)."""
+    st = arm["steps"]
+    return {"value": st[key], "ci": (st.get("ci") or {}).get(key)}
+
+
 def faithfulness_panels(d: dict | None):
     """``stages.faithfulness`` as three panels of shares (0-1, 95 % bootstrap intervals where computed), one bar
     per model: accuracy with a modality removed, what the rationales describe, and step necessity."""
@@ -460,9 +466,9 @@ def faithfulness_panels(d: dict | None):
             ("the deciding\nmodality", lambda a: a["deciding_modality"]["described"]),
             ("... first", lambda a: a["deciding_modality"]["first"])]),
         ("Does the answer need the rationale?", [
-            ("sentences whose\nremoval flips it", lambda a: {"value": a["steps"]["sentence_necessary"]}),
-            ("rationales with\none such sentence", lambda a: {"value": a["steps"]["rationale_with_necessary"]}),
-            ("empty rationale\nflips it", lambda a: {"value": a["steps"]["empty_changes"]})])]
+            ("sentences whose\nremoval flips it", lambda a: _step(a, "sentence_necessary")),
+            ("rationales with\none such sentence", lambda a: _step(a, "rationale_with_necessary")),
+            ("empty rationale\nflips it", lambda a: _step(a, "empty_changes"))])]
     arms = list(d["arms"])
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.6), gridspec_kw={"width_ratios": [5, 4, 3]})
     width = 0.8 / len(arms)

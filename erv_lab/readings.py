@@ -388,6 +388,10 @@ def faithfulness(d: dict | None) -> str:
         x = x.get("value") if isinstance(x, dict) else x
         return "n/a" if x is None else f"{100 * x:.1f} %"
 
+    def ci(steps: dict, key: str) -> str:
+        iv = (steps.get("ci") or {}).get(key)
+        return f" [{100 * iv[0]:.1f}, {100 * iv[1]:.1f}]" if iv else ""
+
     lines = []
     for arm, a in d["arms"].items():
         acc, v, f = a["accuracy"], a["accuracy_voice_decided"], a["accuracy_face_decided"]
@@ -400,7 +404,8 @@ def faithfulness(d: dict | None) -> str:
             f"Rationales describing the face with no frames: {pct(h['face_without_frames'])}; the voice with no "
             f"sound: {pct(h['voice_without_sound'])}. On the modality-decided classes, rationales describing the "
             f"deciding modality: {pct(dm['described'])} (first: {pct(dm['first'])}). Sentences whose removal "
-            f"changes the answer: {pct(st['sentence_necessary'])} of {st['n_sentences']}; rationales with at least "
-            f"one: {pct(st['rationale_with_necessary'])}; an empty rationale changes the answer in "
-            f"{pct(st['empty_changes'])}.")
+            f"changes the answer: {pct(st['sentence_necessary'])}{ci(st, 'sentence_necessary')} of "
+            f"{st['n_sentences']}; rationales with at least one: {pct(st['rationale_with_necessary'])}"
+            f"{ci(st, 'rationale_with_necessary')}; an empty rationale changes the answer in "
+            f"{pct(st['empty_changes'])}{ci(st, 'empty_changes')}.")
     return "\n".join(lines) + "\n"

@@ -377,7 +377,8 @@ def faithfulness(cfg, run_dir: str | Path, dataset=None, arms: Sequence[str] = (
     it is, with its frames blanked and with a silent track (cached in ``eval_cache/<arm>_greedy[_no_face|
     _no_voice].jsonl``; the as-is decodes are the evaluation's own), scored for modality faithfulness; then its
     answer is forced after each as-is rationale with one sentence removed, and after an empty one (step
-    necessity). Synthetic clips only (the cue lists). Written to ``run_dir/faithfulness.json``; reused while
+    necessity; the forced answers are cached in ``eval_cache/<arm>_forced.jsonl``, so an interrupted run
+    resumes). Synthetic clips only (the cue lists). Written to ``run_dir/faithfulness.json``; reused while
     the models and settings match."""
     from erv_lab import faithfulness as F
     from erv_lab import policy as P
@@ -393,7 +394,7 @@ def faithfulness(cfg, run_dir: str | Path, dataset=None, arms: Sequence[str] = (
     n_boot = cfg.eval.bootstrap if n_boot is None else n_boot
     settings = _settings({"models": {a: model_fingerprint(d) for a, d in dirs.items() if a in arms},
                           "max_new_tokens": cfg.eval.max_new_tokens, "bootstrap": n_boot,
-                          "max_clips": cfg.eval.max_clips})
+                          "max_clips": cfg.eval.max_clips, "version": 2})  # 2: step-necessity intervals
     path = run_dir / "faithfulness.json"
     if path.exists():
         saved = json.loads(path.read_text())
@@ -420,8 +421,11 @@ def faithfulness(cfg, run_dir: str | Path, dataset=None, arms: Sequence[str] = (
             decodes[cond] = decode_cached(gen, exs, run_dir / "eval_cache" / f"{name}.jsonl", temperature=0.0,
                                           top_p=1.0, seeds=(0,), max_new_tokens=cfg.eval.max_new_tokens,
                                           fingerprint=fp, batch_size=cfg.eval.batch_size, desc=f"{arm} {cond}")[0]
-        steps = F.step_necessity(examples, [parse_completion(c)[0] for c in decodes["as_is"]],
-                                 F.force_answer_fn(model, processor, cfg, cfg.eval.batch_size))
+        force = F.cached_force(F.force_answer_fn(model, processor, cfg, cfg.eval.batch_size),
+                               run_dir / "eval_cache" / f"{arm}_forced.jsonl", fingerprint=fp,
+                               batch_size=cfg.eval.batch_size, desc=f"{arm} forced answers")
+        steps = F.step_necessity(examples, [parse_completion(c)[0] for c in decodes["as_is"]], force,
+                                 n_boot=n_boot, seed=cfg.data.seed)
         out["arms"][arm] = {**F.modality_scores(decodes, labels, n_boot, cfg.data.seed),
                             "steps": {k: v for k, v in steps.items() if k != "rows"},
                             "clips": [F.clip_row(ex, {c: decodes[c][i] for c in decodes}, steps["rows"][i])

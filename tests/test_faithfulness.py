@@ -72,6 +72,47 @@ def test_a_sentence_whose_removal_flips_the_answer_is_necessary():
     assert r["rationale_with_necessary"] == 1.0 and r["n_rationales"] == 2
     assert r["empty_changes"] == pytest.approx(2 / 3)
     assert F.without_each_sentence(f"{FACE} {PLAIN} {VOICE}") == [f"{PLAIN} {VOICE}", f"{FACE} {VOICE}", f"{FACE} {PLAIN}"]
+    assert r["ci"] is None
+    r = F.step_necessity(exs, thinks, force, n_boot=200, seed=0)
+    lo, hi = r["ci"]["sentence_necessary"]
+    assert lo <= 0.5 <= hi and lo >= 0 and hi <= 1
+    assert r["ci"]["rationale_with_necessary"] == [1.0, 1.0]  # every rationale with sentences has one
+    lo, hi = r["ci"]["empty_changes"]
+    assert lo <= 2 / 3 <= hi
+
+
+def test_ratio_interval_resamples_whole_rationales():
+    assert F._ratio_interval([1, 1], [2, 2], 100, 0) == [0.5, 0.5]  # every resample gives 2 of 4
+    assert F._ratio_interval([], [], 100, 0) is None and F._ratio_interval([0], [0], 100, 0) is None
+    lo, hi = F._ratio_interval([0, 3], [1, 3], 500, 0)  # 0/1 and 3/3: resamples give 0, 3/4 or 1
+    assert lo == 0.0 and hi == 1.0
+
+
+def test_forced_answers_are_cached_and_resume_after_an_interruption(tmp_path):
+    calls, stop = [], [2]
+
+    def force(examples, thinks):
+        calls.append(len(thinks))
+        if len(calls) == stop[0]:
+            raise KeyboardInterrupt  # interrupted during the second batch
+        return [f"{ex['clip_id']}:{t}" for ex, t in zip(examples, thinks)]
+
+    exs = [{"clip_id": f"c{i}"} for i in range(5)]
+    thinks = ["a", "b", "a", "c", "d"]
+    cache = tmp_path / "forced.jsonl"
+    f = F.cached_force(force, cache, fingerprint="m1", batch_size=2)
+    with pytest.raises(KeyboardInterrupt):
+        f(exs, thinks)
+    assert len(cache.read_text().splitlines()) == 1 + 2  # the first batch was kept
+    calls.clear()
+    stop[0] = 0  # the resumed run is not interrupted
+    got = f(exs + [exs[0]], thinks + ["a"])  # a repeated pair is decoded once
+    assert got == [f"c{i}:{t}" for i, t in enumerate(thinks)] + ["c0:a"]
+    assert calls == [2, 1]  # only the three pairs not cached
+    calls.clear()
+    assert f(exs, thinks) == got[:5] and calls == []  # all cached
+    F.cached_force(force, cache, fingerprint="m2", batch_size=10)(exs[:1], ["z"])
+    assert len(cache.read_text().splitlines()) == 2  # another model discards the cache
 
 
 def test_clip_row_the_inspector_html_and_the_reading():
@@ -92,6 +133,8 @@ def test_clip_row_the_inspector_html_and_the_reading():
     assert "accuracy as is 100.0 %, frames blanked 100.0 %, sound silenced 0.0 %" in text
     assert "the voice with no sound: 0.0 %" in text and "Rationales describing the face with no frames: 100.0 %" in text
     assert "changes the answer: 50.0 % of 2" in text and "No faithfulness" in readings.faithfulness(None)
+    d["arms"]["erv"]["steps"]["ci"] = {"sentence_necessary": [0.25, 0.75]}
+    assert "changes the answer: 50.0 % [25.0, 75.0] of 2" in readings.faithfulness(d)
 
 
 def test_the_stage_refuses_real_data_before_it_trains_anything():
