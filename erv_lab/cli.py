@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notebooks", default=None, help="folder of the numbered notebooks (default: the clone's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override one config value in every notebook, e.g. --set grpo.max_steps=20 (repeatable)")
+    p.add_argument("--cell-timeout", type=int, default=-1, metavar="SECONDS",
+                   help="stop the course when one cell runs longer (0: no limit; default: 1800 on smoke and cpu-tiny, "
+                        "none on the GPU presets, whose training cells run for hours)")
     p.add_argument("--reference", action="store_true",
                    help="maintainers (make reference): refresh the shipped erv_lab/reference_run/ from this cpu-tiny run")
 
@@ -162,7 +165,8 @@ def cmd_course(args: argparse.Namespace) -> int:
         return 2
     try:
         result = run_course(args.preset, out=args.out, only=args.only,
-                            notebook_dir=Path(args.notebooks) if args.notebooks else None, overrides=args.overrides)
+                            notebook_dir=Path(args.notebooks) if args.notebooks else None, overrides=args.overrides,
+                            cell_timeout=args.cell_timeout)
     except NotebookFailed as exc:
         print(f"\nCOURSE STOPPED in notebook {exc.notebook.name}, cell {exc.cell_index}.", file=sys.stderr)
         print(str(exc), file=sys.stderr)

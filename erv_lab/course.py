@@ -73,8 +73,20 @@ def slow_cells(nb, threshold: float = SLOW_CELL_SECONDS) -> list[dict]:
     return out
 
 
-def run_notebook(path: Path, params: dict, out_path: Path, timeout: int = 1800) -> float:
-    """Execute one notebook with injected parameters; write the executed copy; return seconds."""
+# Per-cell limit of ``erv-lab course`` on the CPU presets, so a hung kernel stops the course instead of idling: the
+# slowest cpu-tiny cell takes about 3 minutes (reference_run/cell_timings.json). GPU presets train for hours in one
+# cell, so they run without a limit unless ``--cell-timeout`` sets one.
+CPU_CELL_TIMEOUT_S = 1800
+
+
+def default_cell_timeout(preset: str) -> int | None:
+    """The per-cell limit in seconds for a preset: ``CPU_CELL_TIMEOUT_S`` on smoke and cpu-tiny, none otherwise."""
+    return CPU_CELL_TIMEOUT_S if preset in ("smoke", "cpu-tiny") else None
+
+
+def run_notebook(path: Path, params: dict, out_path: Path, timeout: int | None = CPU_CELL_TIMEOUT_S) -> float:
+    """Execute one notebook with injected parameters; write the executed copy; return seconds. ``timeout``: seconds
+    per cell (``None``: no limit); a cell that runs longer stops the course, naming the limit."""
     nb = nbformat.read(path, as_version=4)
     inject_parameters(nb, params)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
@@ -85,6 +97,9 @@ def run_notebook(path: Path, params: dict, out_path: Path, timeout: int = 1800) 
     except BaseException as exc:  # the executed copy is written by ``finally``
         if _interrupted(exc):
             raise NotebookFailed(path, _failing_cell(nb), INTERRUPTED) from None
+        if isinstance(exc, TimeoutError):  # nbclient's CellTimeoutError (also a CellExecutionError)
+            raise NotebookFailed(path, _failing_cell(nb), f"a cell ran longer than the {timeout} s per-cell limit; if "
+                                 "it was working, not hung, run again with a larger --cell-timeout (0: none)") from None
         if isinstance(exc, CellExecutionError):
             raise NotebookFailed(path, _failing_cell(nb), str(exc)[-3000:]) from None
         raise
@@ -96,9 +111,14 @@ def run_notebook(path: Path, params: dict, out_path: Path, timeout: int = 1800) 
 
 
 def run_course(preset: str = "cpu-tiny", out: str | Path | None = None, only: list[str] | None = None,
-               notebook_dir: Path | None = None, overrides: list[str] | None = None) -> dict:
+               notebook_dir: Path | None = None, overrides: list[str] | None = None,
+               cell_timeout: int | None = -1) -> dict:
     """Run every numbered notebook (or those whose name starts with an item of ``only``); ``overrides``
-    (``["section.field=value"]``, the CLI's ``--set``) reach every notebook's parameters cell."""
+    (``["section.field=value"]``, the CLI's ``--set``) reach every notebook's parameters cell. ``cell_timeout``:
+    seconds per cell, ``None`` or 0 for no limit, -1 for the preset's default (``default_cell_timeout``)."""
+    if cell_timeout is not None and cell_timeout < 0:
+        cell_timeout = default_cell_timeout(preset)
+    cell_timeout = cell_timeout or None
     overrides = list(overrides or [])
     cfg = load_config(preset, overrides)  # fail fast on a bad preset name or override, before starting kernels
     out_dir = run_dir(cfg, out, say=True)
@@ -114,7 +134,7 @@ def run_course(preset: str = "cpu-tiny", out: str | Path | None = None, only: li
         bar.set_postfix_str(path.name)
         params = {"preset": preset, "run_dir": str(out_dir), "overrides": overrides}
         executed = out_dir / "notebooks" / path.name
-        timings[path.name] = round(run_notebook(path, params, executed), 1)
+        timings[path.name] = round(run_notebook(path, params, executed, timeout=cell_timeout), 1)
         slow[path.name] = slow_cells(nbformat.read(executed, as_version=4))
     (out_dir / "course_timings.json").write_text(json.dumps(timings, indent=2))
     (out_dir / "cell_timings.json").write_text(json.dumps({k: v for k, v in slow.items() if v}, indent=1))

@@ -68,6 +68,21 @@ def test_course_stops_naming_the_failing_notebook_and_cell(tmp_path):
     assert not (tmp_path / "run" / "notebooks" / "02_never.ipynb").exists()
 
 
+def test_a_cell_past_the_limit_stops_the_course_naming_the_limit(tmp_path):
+    from erv_lab.course import default_cell_timeout
+
+    books = tmp_path / "nbs"
+    books.mkdir()
+    _notebook(books, "00_hangs.ipynb", "import time\ntime.sleep(60)")
+    with pytest.raises(NotebookFailed) as exc:
+        run_course("smoke", out=tmp_path / "run", notebook_dir=books, cell_timeout=2)
+    assert exc.value.cell_index == 3 and "2 s per-cell limit" in str(exc.value) and "--cell-timeout" in str(exc.value)
+    assert default_cell_timeout("cpu-tiny") == default_cell_timeout("smoke") == 1800
+    assert default_cell_timeout("colab-t4") is None and default_cell_timeout("paper") is None  # hours in one cell
+    args = build_parser().parse_args(["course", "--preset", "colab-t4", "--cell-timeout", "0"])
+    assert args.cell_timeout == 0 and build_parser().parse_args(["course"]).cell_timeout == -1
+
+
 def test_injected_parameters_follow_the_parameters_cell_and_strip_clears_outputs():
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_markdown_cell("# t"),
