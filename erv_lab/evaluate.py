@@ -81,24 +81,12 @@ def decode_cached(generate_fn: GenerateFn, examples: Sequence[dict], cache_file:
     appended at once, so an interrupted evaluation resumes where it stopped. Other settings or another
     model (``fingerprint``) discard the cache.
     """
+    from erv_lab.reuse import jsonl_cache
+
     cache_file = Path(cache_file)
     meta = {"temperature": temperature, "top_p": top_p, "seeds": list(seeds), "max_new_tokens": max_new_tokens,
             "model": fingerprint}
-    done: dict[str, str] = {}
-    if cache_file.exists():
-        lines = cache_file.read_text().splitlines()
-        if lines and lines[0] == json.dumps({"meta": meta}):
-            for line in lines[1:]:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:  # a line cut by an interruption
-                    continue
-                done[row["key"]] = row["completion"]
-        else:
-            cache_file.unlink()
-    if not cache_file.exists():
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        cache_file.write_text(json.dumps({"meta": meta}) + "\n")
+    done: dict[str, str] = jsonl_cache(cache_file, meta, "completion")
     rows = [(f"{ex['clip_id']}|{s}", ex) for s in seeds for ex in examples]
     todo = [(k, ex) for k, ex in rows if k not in done]
     with open(cache_file, "a") as f, tqdm(total=len(rows), initial=len(rows) - len(todo), desc=desc,

@@ -204,28 +204,15 @@ def cached_force(force: ForceAnswer, cache_file, fingerprint: str = "", batch_si
 
     from tqdm.auto import tqdm
 
+    from erv_lab.reuse import jsonl_cache
+
     cache_file = Path(cache_file)
 
     def key(ex: dict, think: str) -> str:
         return hashlib.sha1(f"{ex['clip_id']}\x00{think}".encode()).hexdigest()
 
     def cached(examples: Sequence[dict], thinks: Sequence[str]) -> list:
-        head = json.dumps({"meta": {"model": fingerprint, "kind": "forced_answer"}})
-        done: dict = {}
-        if cache_file.exists():
-            lines = cache_file.read_text().splitlines()
-            if lines and lines[0] == head:
-                for line in lines[1:]:
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:  # a line cut by an interruption
-                        continue
-                    done[row["key"]] = row["answer"]
-            else:
-                cache_file.unlink()
-        if not cache_file.exists():
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            cache_file.write_text(head + "\n")
+        done = jsonl_cache(cache_file, {"model": fingerprint, "kind": "forced_answer"}, "answer")
         keys = [key(ex, t) for ex, t in zip(examples, thinks)]
         todo, seen = [], set()
         for i, k in enumerate(keys):

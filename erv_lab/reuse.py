@@ -69,3 +69,28 @@ def record(folder: str | Path, settings: dict) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / SETTINGS).write_text(json.dumps(normalise(settings), indent=1))
+
+
+def jsonl_cache(path: str | Path, meta: dict, value: str) -> dict:
+    """Open an append-only JSONL cache whose first line is ``{"meta": meta}``: returns ``{row["key"]:
+    row[value]}`` of the rows already there (a line cut by an interruption is skipped). A file made with other
+    ``meta`` is discarded; a missing one is created with the meta line, so the caller can append rows at once."""
+    path = Path(path)
+    head = json.dumps({"meta": meta})
+    done: dict = {}
+    if path.exists():
+        lines = path.read_text().splitlines()
+        if lines and lines[0] == head:
+            for line in lines[1:]:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                done[row["key"]] = row[value]
+        else:
+            path.unlink()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(head + "\n")
+    return done
+
