@@ -168,6 +168,12 @@ def step_necessity(examples: Sequence[dict], thinks: Sequence[str | None], force
         k += 2 + n
         rows.append({"n_sentences": n, "answer": full, "necessary": [a != full for a in rest],
                      "empty_changes": empty != full})
+    return {"rows": rows, **step_summary(rows, n_boot, seed)}
+
+
+def step_summary(rows: Sequence[dict], n_boot: int = 0, seed: int = 0) -> dict:
+    """The step-necessity shares of per-clip rows ``{"n_sentences", "necessary", "empty_changes"}`` (see
+    :func:`step_necessity`), with their 95 % bootstrap intervals over clips when ``n_boot`` > 0."""
     sentences = [x for r in rows for x in r["necessary"]]
     with_sent = [any(r["necessary"]) for r in rows if r["n_sentences"]]
     empty = [r["empty_changes"] for r in rows]
@@ -177,7 +183,7 @@ def step_necessity(examples: Sequence[dict], thinks: Sequence[str | None], force
                                                     [r["n_sentences"] for r in rows], n_boot, seed),
               "rationale_with_necessary": _interval(with_sent, n_boot, seed),
               "empty_changes": _interval(empty, n_boot, seed)}
-    return {"rows": rows, "sentence_necessary": _share(sentences), "n_sentences": len(sentences),
+    return {"sentence_necessary": _share(sentences), "n_sentences": len(sentences),
             "rationale_with_necessary": _share(with_sent), "n_rationales": len(with_sent),
             "empty_changes": _share(empty), "ci": ci}
 

@@ -162,3 +162,15 @@ def test_attach_puts_the_summary_into_results_json_and_md(tmp_path):
     md = (tmp_path / "results.md").read_text()
     assert "## Faithful, not just coherent" in md and "sound silenced" in md
     report.attach(tmp_path / "nowhere", "faithfulness", faith)  # no results.json: nothing, no error
+
+
+def test_the_shipped_step_necessity_and_its_intervals_follow_from_the_shipped_clips():
+    import json
+
+    from erv_lab.paths import REFERENCE_DIR
+
+    d = json.loads((REFERENCE_DIR / "faithfulness.json").read_text())
+    for arm, a in d["arms"].items():
+        rows = [{"n_sentences": len(c["sentences"]), "necessary": [s["necessary"] for s in c["sentences"]],
+                 "empty_changes": c["empty_changes"]} for c in a["clips"]]
+        assert F.step_summary(rows, d["settings"]["bootstrap"], 0) == a["steps"], arm
