@@ -3,12 +3,15 @@
     python scripts/spread.py --write erv_lab/reference_run/spread.json             # every set-up (35 min here)
     python scripts/spread.py --only avx2 sse41 --out runs/spread                    # some of them
     python scripts/spread.py --reuse newest=runs/newest-course --write ...          # a finished run for a set-up
+    python scripts/spread.py --only other-cpu --reuse other-cpu=runs/reference --extend \
+        --write erv_lab/reference_run/spread.json   # add `make reference` made on another CPU type to the file
 
 A learner's numbers differ from the shipped run's because their CPU type (oneDNN's and MKL's kernels, hence the
 order of floating-point sums) or their torch/transformers differ, and a few flipped decodes grow through GRPO.
 This script measures that spread on one machine by holding the instruction set down (what a CPU without
 AVX-512 runs), changing the training seed, and using the newest torch/transformers the ranges allow
-(``make venv-newest``). Each set-up trains everything in its own folder (dataset, verifier, SFT, both arms,
+(``make venv-newest``); ``other-cpu`` is a ``make reference`` run made on another CPU type (reused, never run
+here). Each set-up trains everything in its own folder (dataset, verifier, SFT, both arms,
 evaluation) in a fresh process, so the environment variables reach oneDNN and MKL before torch loads. The
 shipped run (``erv_lab/reference_run/results.json``) is the first row.
 
@@ -41,7 +44,9 @@ SETUPS: dict[str, tuple[str, dict[str, str], int, str | None]] = {
               {"ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}, 0, None),
     "newest": ("the newest torch and transformers the ranges allow (make venv-newest), everything else pinned",
                {}, 0, ".venv-newest/bin/python"),
+    "other-cpu": ("another CPU type, everything else as shipped (make reference there)", {}, 0, None),
 }
+REUSE_ONLY = {"other-cpu"}  # made on another machine: only read with --reuse
 
 
 def arm_metrics(results: dict, protocol: str) -> dict:
@@ -95,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse", action="append", default=[], metavar="NAME=DIR", help="a finished run for a set-up")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--write", default=None, help="write the JSON here (and .md beside it)")
+    ap.add_argument("--extend", action="store_true",
+                    help="keep the set-ups already in --write's file and add (or replace) only those given")
     ap.add_argument("--child", nargs=2, metavar=("SEED", "RUN"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -108,8 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = [row("shipped", "the shipped run (make reference)", {}, 0, ".venv", shipped,
                 "make reference")]
     rows[0]["stack"] = {k: pins[k] for k in ("torch", "transformers")}
-    for name in args.only or SETUPS:
+    kept = {}
+    if args.extend:
+        if not args.write or not Path(args.write).exists():
+            ap.error("--extend needs an existing --write file")
+        kept = {r["name"]: r for r in json.loads(Path(args.write).read_text())["setups"] if r["name"] != "shipped"}
+    for name in args.only or [n for n in SETUPS if n not in REUSE_ONLY]:
         what, env, seed, python = SETUPS[name]
+        if name in REUSE_ONLY and name not in reuse:
+            ap.error(f"{name} is a run made on another machine: give it with --reuse {name}=DIR")
         run = Path(reuse.get(name) or Path(args.out) / name)
         py = str(ROOT / python) if python else sys.executable
         sets = " ".join(f"--set {shlex.quote(s)}" for s in args.overrides)
@@ -129,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
                 return proc.returncode
             print(f"{name}: {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
         results = json.loads((run / "results.json").read_text())
+        if name == "other-cpu":
+            cpu = (results["protocol"].get("machine") or {}).get("cpu", "unknown CPU")
+            if cpu == (shipped["protocol"].get("machine") or {}).get("cpu"):
+                ap.error(f"{run} was made on the shipped run's CPU type ({cpu})")
+            what = f"another CPU type ({cpu}), everything else as shipped"
+            command = "make reference (on that machine)"
         r = row(name, what, env, seed, python or ".venv/bin/python", results, command)
         if name in reuse:
             r["reused_from"] = str(run)  # e.g. the folder of a whole course run under this set-up
@@ -137,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             v = json.loads(stack_file.read_text())
             r["stack"] = {k: v.get(k) for k in ("torch", "transformers")}
         rows.append(r)
+        kept.pop(name, None)
+    rows[1:1] = list(kept.values())  # set-ups measured before, in their order, then the ones just measured
     doc = {"what": "EEA / EPC / UAR (points, headline judge) of the SFT model and both GRPO arms, and ERV - baseline, "
                    "under each set-up; every set-up retrains the whole pipeline. Made by scripts/spread.py.",
            "preset": args.preset, "overrides": args.overrides, "judge": shipped["protocol"]["judge"],

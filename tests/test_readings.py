@@ -146,6 +146,10 @@ def test_beside_shipped_prefers_the_measured_spread_to_the_seeds():
     text = R.beside_shipped(shipped, shipped, None, "sample", spread)
     assert "2 measured set-ups" in text and text.count("is inside the range") == 2  # EEA, EPC; UAR < 0 is below
     assert "UAR" in text and "is below the range of the 2 measured set-ups" in text
+    assert "on the machine that made the shipped run" in text
+    spread["setups"][0]["machine"], spread["setups"][1]["machine"] = {"cpu": "AMD EPYC"}, {"cpu": "Intel Xeon"}
+    text = R.beside_shipped(shipped, shipped, None, "sample", spread)
+    assert "2 CPU types (AMD EPYC, Intel Xeon)" in text and "on the machine that made" not in text
 
 
 def test_health_reads_entropy_zero_spread_and_kl_by_hand():
