@@ -75,8 +75,12 @@ def goal(results: dict, protocol: str = "sample") -> str:
     d, holds = g["delta_points"], g["holds"]
     if any(d[k] is None for k in GOAL):
         return f"Goal ({protocol}): cannot be read, a metric is missing."
-    said = (f"EEA {d['EEA']:+.1f} (goal ≥ +{GOAL['EEA']:.0f}), EPC {d['EPC']:+.1f} (≥ +{GOAL['EPC']:.0f}), "
-            f"UAR {d['UAR']:+.1f} (within ±{GOAL['UAR']:.0f})")
+    def mark(k: str) -> str:
+        return "" if holds[k] else ": missed"
+
+    said = (f"EEA {d['EEA']:+.1f} (goal ≥ +{GOAL['EEA']:.0f}{mark('EEA')}), EPC {d['EPC']:+.1f} "
+            f"(goal ≥ +{GOAL['EPC']:.0f}{mark('EPC')}), UAR {d['UAR']:+.1f} (goal within ±{GOAL['UAR']:.0f}"
+            f"{mark('UAR')})")
     if g["goal_met"]:
         return f"Goal ({protocol}): **met** on this run: ERV minus baseline {said}."
     missed = [k for k in GOAL if not holds[k]]
@@ -214,12 +218,38 @@ def discussion(results: dict, histories: dict[str, Sequence[dict]] | None = None
     return "\n".join(lines) + "\n"
 
 
-def hacking(good: Sequence[dict], lesson: Sequence[dict], last_steps: int = 3) -> dict:
+def trajectory(good: Sequence[dict], lesson: Sequence[dict], key: str = "rewards/explanation/mean",
+               accuracy_key: str = "rewards/accuracy/mean") -> str | None:
+    """The lesson run's training curve against the good arm's (``log_history`` rows, what the figure draws): the
+    peak of ``key`` and its step, its last value, whether it collapsed after the peak (last below half the
+    peak), and the last accuracy reward of each."""
+    def series(h, k):
+        return [(r["step"], float(r[k])) for r in h if r.get(k) is not None and "step" in r]
+
+    g, s = series(good, key), series(lesson, key)
+    if not g or not s:
+        return None
+    (gs, gp), (ss, sp) = max(g, key=lambda x: x[1]), max(s, key=lambda x: x[1])
+    text = (f"Over training (the logged means the figure draws), the lesson run's explanation reward peaked at "
+            f"{sp:.2f} at step {ss} ({'above' if sp > gp else 'below' if sp < gp else 'level with'} the good arm's "
+            f"peak of {gp:.2f}, step {gs}) and ended at {s[-1][1]:.2f} (step {s[-1][0]}; the good arm ended at "
+            f"{g[-1][1]:.2f}, step {g[-1][0]}).")
+    if sp > 0 and s[-1][1] < 0.5 * sp:
+        ga, sa = series(good, accuracy_key), series(lesson, accuracy_key)
+        acc = f" (accuracy reward at the end {sa[-1][1]:.2f}, good arm {ga[-1][1]:.2f})" if ga and sa else ""
+        text += (" After its peak it **collapsed**: the degenerate text it had learned stopped earning even the "
+                 f"reward it was hacking{acc}: in this run the hack did not stay profitable, it wrecked the policy.")
+    return text
+
+
+def hacking(good: Sequence[dict], lesson: Sequence[dict], last_steps: int = 3,
+            histories: tuple[Sequence[dict], Sequence[dict]] | None = None) -> dict:
     """Did the reward-hacking lesson run hack? Its last ``last_steps`` logged steps of GRPO completions
     (``curves.read_completions`` rows) against the good ERV arm's: explanation reward paid, stuffed and repeated
     sentences, completions with extra tags. Returns ``{"text", "hacked", "examples", "table"}``; ``hacked`` is
     read from the numbers (more than 5 % of sentences stuffed or repeated, or more than 5 % of completions with
-    extra tags, and more so than the good arm), ``examples`` are whole completions that show it."""
+    extra tags, and more so than the good arm), ``examples`` are whole completions that show it. ``histories``
+    (the good arm's and the lesson's ``log_history``) adds the :func:`trajectory` of the explanation reward."""
     from erv_lab.diagnostics import at_steps, completion_stats, has_extra_tags
 
     lesson_rows = at_steps(lesson, last_steps)
@@ -237,9 +267,16 @@ def hacking(good: Sequence[dict], lesson: Sequence[dict], last_steps: int = 3) -
     if s["extra_tags"] > 0.05 and s["extra_tags"] > 2 * g["extra_tags"]:
         signs.append(f"{100 * s['extra_tags']:.0f} % of its completions carry extra tags "
                      f"(good arm: {100 * g['extra_tags']:.0f} %)")
+    def steps(rows):
+        st = sorted({r["step"] for r in rows})
+        return f"step {st[0]}" if len(st) == 1 else f"steps {st[0]}–{st[-1]}" if st else "no steps"
+
     paid = "" if s["explanation_reward"] is None or g["explanation_reward"] is None else (
-        f" It was paid an explanation reward of {s['explanation_reward']:.3f} against the good arm's "
-        f"{g['explanation_reward']:.3f} over its last {last_steps} logged steps.")
+        f" In the completions TRL logged at its last {last_steps} logging steps ({steps(lesson_rows)}) it was paid "
+        f"an explanation reward of {s['explanation_reward']:.3f} on average, against the good arm's "
+        f"{g['explanation_reward']:.3f} ({steps(at_steps(good, last_steps))}).")
+    traj = trajectory(*histories) if histories else None
+    paid += f" {traj}" if traj else ""
     if signs:
         text = "This lesson run **hacked** the reward: " + "; ".join(signs) + "." + paid
     else:

@@ -34,6 +34,7 @@ def test_no_gain_reads_not_met_and_points_at_the_curves():
     r = _results(_arm(0.50, 0.50, 0.80), _arm(0.52, 0.52, 0.70), paired_eea=(0.02, -0.05, 0.09))
     text = R.goal(r, "sample")
     assert "EEA, EPC, UAR missed" in text and "did not raise EEA beyond noise" in text and "β" in text
+    assert "UAR -10.0 (goal within ±3: missed)" in text and "EEA +2.0 (goal ≥ +15: missed)" in text
 
 
 def test_the_difference_says_where_its_interval_lies():
@@ -68,6 +69,23 @@ def test_the_hacking_reading_fires_on_stuffing_and_stays_quiet_on_prose():
     assert hot["hacked"] and "**hacked**" in hot["text"] and hot["examples"] == [stuffed] * 3
     calm = R.hacking(good, good)
     assert not calm["hacked"] and "no sign of hacking" in calm["text"] and calm["examples"] == []
+    assert "steps 1–3" in calm["text"]  # which logged completions the average is over
+
+
+def test_the_trajectory_reads_the_peak_and_a_collapse_by_hand():
+    good = [{"step": s, "rewards/explanation/mean": e, "rewards/accuracy/mean": 0.9}
+            for s, e in [(5, 0.5), (10, 0.7), (15, 0.8)]]
+    climb = [{"step": s, "rewards/explanation/mean": e, "rewards/accuracy/mean": a}
+             for s, e, a in [(5, 0.5, 0.9), (10, 0.9, 0.8), (15, 0.85, 0.8)]]
+    text = R.trajectory(good, climb)
+    assert "peaked at 0.90 at step 10 (above the good arm's peak of 0.80, step 15) and ended at 0.85" in text
+    assert "collapsed" not in text
+    crash = climb + [{"step": 20, "rewards/explanation/mean": 0.0, "rewards/accuracy/mean": 0.0}]
+    text = R.trajectory(good, crash)
+    assert "ended at 0.00 (step 20" in text and "**collapsed**" in text and "accuracy reward at the end 0.00, good arm 0.90" in text
+    assert R.trajectory([], crash) is None
+    h = R.hacking([], [], histories=(good, crash))
+    assert "**collapsed**" in h["text"]
 
 
 def test_your_run_beside_the_shipped_one_places_it_in_the_seed_range():
