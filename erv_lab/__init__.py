@@ -37,11 +37,18 @@ def _quiet_known_noise() -> None:
         logger = logging.getLogger(name)
         if not any(type(f).__name__ == "_DropOptionalKernelNote" for f in logger.filters):
             logger.addFilter(_DropOptionalKernelNote(prefix))
+    import warnings
+
+    # TRL 1.x reads transformers' deprecated ``is_gradient_checkpointing`` at every generation of an in-process
+    # GRPO run (a library calling a library; nothing for a learner to change): one FutureWarning per step, 22 in
+    # one notebook cell. Only that message is ignored; every other FutureWarning still shows.
+    warnings.filterwarnings("ignore", message=DEPRECATED_INSIDE_TRL, category=FutureWarning)
 
 
 NOISE_PREFIX = "Failed to load CPU gemm_4bit_forward from kernels-community"
 NOISE = {"bitsandbytes.backends.cpu.ops": NOISE_PREFIX,  # {logger: the start of the one message dropped}
          "kernels._internals.hf_hub": "Skipping publisher trust check for 'kernels-community/"}
+DEPRECATED_INSIDE_TRL = r"`is_gradient_checkpointing` is deprecated and will be removed in v6"
 _quiet_known_noise()
 
 from erv_lab.envinfo import print_env  # noqa: E402,F401  (the first cell of every notebook)

@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="preset name or YAML path (default: the one the run's models were trained with, else cpu-tiny)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override one config value, e.g. --set eval.max_new_tokens=64 (repeatable)")
+    p.add_argument("--label", default=None,
+                   help="the clip's true emotion, when known (e.g. one of the run's own clips): answers are checked "
+                        "against it")
     return parser
 
 
@@ -374,7 +377,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from erv_lab.explain import ExplainError, explain_clip
 
     try:
-        result = explain_clip(args.video, args.run, args.out, args.preset, args.overrides)
+        result = explain_clip(args.video, args.run, args.out, args.preset, args.overrides, label=args.label)
     except ExplainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

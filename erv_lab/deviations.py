@@ -229,7 +229,22 @@ _JUDGE = ("offline and independent of the reward by construction; the paper's pr
           "Gemma 3 270M with `eval.extra_judges=[gemma]`")
 _SYNTH = ("DFEW and MAFW are licensed and never shipped: synthetic clips run offline and record their cues "
           "(`data.source`/`data.root` read your own copy)")
-_CPU = "2 CPU cores, the whole course in about 10 minutes"
+
+
+def _course_minutes() -> str:
+    """The shipped course's notebook time (``reference_run/course_timings.json``), in whole minutes."""
+    import json
+
+    from erv_lab.paths import REFERENCE_DIR
+
+    try:
+        total = sum(json.loads((REFERENCE_DIR / "course_timings.json").read_text()).values())
+    except (OSError, ValueError):
+        return "minutes"
+    return f"{round(total / 60)} minutes on the machine that made the shipped run"
+
+
+_CPU = f"2 CPU cores, the whole course in {_course_minutes()}"
 
 # Why a preset deviates (or, for a setting whose paper value is not recorded, why it chose its value).
 REASONS: dict[str, dict[str, str]] = {

@@ -41,6 +41,16 @@ LEGEND = ('<p>No ground truth for your clip: an <span class="erv-ok">answer</spa
           '<span class="erv-sent erv-other">red for another emotion</span>, '
           '<span class="erv-sent erv-stuffed">struck through when the anti-stuffing guard refused it</span>; '
           'hover a sentence for its verifier labels and probabilities.</p>')
+KNOWN_CAVEAT = ("This clip comes with its true emotion ({label}), e.g. one of the run's own synthetic test clips: "
+                "answers and judged rationales are checked against it below.")
+KNOWN_LEGEND = ('<p>Ground truth: <b>{label}</b>. An <span class="erv-ok">answer</span> is green when it is the true '
+                'emotion, the <span class="erv-ok">judge</span>\'s reading is green when the rationale reads as the '
+                'true emotion, and a rationale sentence is '
+                '<span class="erv-sent erv-match">green when the verifier gives it the answered emotion</span>, '
+                '<span class="erv-sent erv-neutral">grey when only neutral</span>, '
+                '<span class="erv-sent erv-other">red for another emotion</span>, '
+                '<span class="erv-sent erv-stuffed">struck through when the anti-stuffing guard refused it</span>; '
+                'hover a sentence for its verifier labels and probabilities.</p>')
 
 
 class ExplainError(RuntimeError):
@@ -242,13 +252,23 @@ def caveat(cfg, models: dict[str, Path]) -> str:
 
 # ---------------------------------------------------------------- the whole explanation
 def explain_clip(video: str | Path, run_dir: str | Path, out: str | Path | None = None, preset: str | None = None,
-                 overrides: Sequence[str] = ()) -> dict:
+                 overrides: Sequence[str] = (), label: str | None = None) -> dict:
     """Explain one clip with every model of ``run_dir``; write ``explain.json``, ``explain.html``,
     ``frame_<k>.png`` and ``spectrogram.png`` in ``out`` (default ``<run>/explain/<clip name>/``) and return
-    the JSON's content. Raises ExplainError for bad input."""
+    the JSON's content. ``label``: the clip's true emotion when it is known (one of the run's own clips): the
+    page then checks every answer against it instead of warning that the clip is out of distribution. Raises
+    ExplainError for bad input."""
     run_dir, video = Path(run_dir), Path(video)
     models = find_models(run_dir)
     cfg = explain_config(run_dir, preset, overrides)
+    if label is not None:
+        from erv_lab.labels import normalize_label
+
+        known = normalize_label(label, label_space(cfg))
+        if known is None:
+            raise ExplainError(f"--label {label!r} is not one of the run's labels: "
+                               f"{', '.join(vocabulary(label_space(cfg)))}")
+        label = known
     with tempfile.TemporaryDirectory() as cache:
         example, info = clip_example(video, cfg, cache)
     out = Path(out) if out is not None else run_dir / "explain" / (video.stem or video.name)
@@ -262,7 +282,8 @@ def explain_clip(video: str | Path, run_dir: str | Path, out: str | Path | None 
     for arm, model_dir in models.items():
         readings[arm] = {"model": str(model_dir),
                          **read_completion(decode_greedy(model_dir, example, cfg), dataset, verifier, judge, cfg)}
-    result = {"clip": str(video.resolve()), "input": info, "caveat": caveat(cfg, models), "run": str(run_dir),
+    result = {"clip": str(video.resolve()), "input": info, "label": label, "run": str(run_dir),
+              "caveat": caveat(cfg, models) if label is None else KNOWN_CAVEAT.format(label=label),
               "out": str(out), "preset": cfg.preset, "labels": list(vocabulary(dataset)),
               "settings": {"num_frames": cfg.data.num_frames, "image_size": cfg.policy.image_size,
                            "face_crop": cfg.data.face_crop, "audio": cfg.policy.audio, "decoding": "greedy",
@@ -290,7 +311,9 @@ def explain_html(result: dict, example: dict) -> str:
     media = "".join(_img(f) for f in example["frames"]) + _img(example["spectrogram"])
     heard = {"spectrogram": "the spectrogram (last image)", "none": "no audio",
              "prosody": f"the prosody text \u201c{info['prosody']}\u201d"}.get(s["audio"], s["audio"])
-    cols = "".join(arm_html(arm, rec, rec.get("prediction") or "") for arm, rec in result["models"].items())
+    label = result.get("label")
+    cols = "".join(arm_html(arm, rec, label or rec.get("prediction") or "") for arm, rec in result["models"].items())
+    legend = LEGEND if label is None else KNOWN_LEGEND.format(label=html.escape(label))
     return (f'<!doctype html><html><head><meta charset="utf-8"><title>erv-lab explain: '
             f'{html.escape(Path(result["clip"]).name)}</title>{CSS}<style>'
             '.erv-warning{background:#fff3cd;border:1px solid #e0b84c;padding:8px;font-family:sans-serif}'
@@ -300,5 +323,5 @@ def explain_html(result: dict, example: dict) -> str:
             f' &middot; audio: {html.escape(info["audio"])} &middot; prosody: {html.escape(info["prosody"])}<br>'
             f'{s["num_frames"]} frames at {s["image_size"]} px, as in training; the models heard '
             f'{html.escape(heard)}; greedy decoding; judge: {html.escape(str(s["judge"]))}'
-            f'<div class="erv-media">{media}</div>{LEGEND}<div class="erv-arms">{cols}</div></div>'
+            f'<div class="erv-media">{media}</div>{legend}<div class="erv-arms">{cols}</div></div>'
             '</body></html>')

@@ -458,7 +458,9 @@ def faithfulness_panels(d: dict | None):
         ("Accuracy with a modality removed", [
             ("as is", lambda a: a["accuracy"]["as_is"]), ("frames\nblanked", lambda a: a["accuracy"]["no_face"]),
             ("sound\nsilenced", lambda a: a["accuracy"]["no_voice"]),
+            ("fear/surprise\nas is", lambda a: a["accuracy_voice_decided"]["as_is"]),
             ("fear/surprise,\nsilenced", lambda a: a["accuracy_voice_decided"]["no_voice"]),
+            ("angry/disgust\nas is", lambda a: a["accuracy_face_decided"]["as_is"]),
             ("angry/disgust,\nblanked", lambda a: a["accuracy_face_decided"]["no_face"])]),
         ("What the rationales describe", [
             ("the face,\nno frames", lambda a: a["hallucination"]["face_without_frames"]),
@@ -470,7 +472,7 @@ def faithfulness_panels(d: dict | None):
             ("rationales with\none such sentence", lambda a: _step(a, "rationale_with_necessary")),
             ("empty rationale\nflips it", lambda a: _step(a, "empty_changes"))])]
     arms = list(d["arms"])
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6), gridspec_kw={"width_ratios": [5, 4, 3]})
+    fig, axes = plt.subplots(1, 3, figsize=(17, 3.8), gridspec_kw={"width_ratios": [7, 4, 3]})
     width = 0.8 / len(arms)
     for ax, (title, cols) in zip(axes, panels):
         x = np.arange(len(cols))
@@ -480,9 +482,12 @@ def faithfulness_panels(d: dict | None):
             err = np.array([[v - s["ci"][0], s["ci"][1] - v] if s.get("ci") else [0, 0]
                             for v, s in zip(vals, stats)]).T
             ax.bar(x + k * width, vals, width, yerr=err, capsize=2, label=ARM_WORDS.get(arm, arm))
+            for xi, v in zip(x + k * width, vals):
+                if v == 0:  # a bar of height 0 is invisible: say so
+                    ax.text(xi, 0.01, "0", ha="center", va="bottom", fontsize=7)
         ax.set_xticks(x + width * (len(arms) - 1) / 2, [w for w, _ in cols], fontsize=8)
         ax.set(ylim=(0, 1.05), ylabel="share of clips" if ax is not axes[2] else "share", title=title)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=len(arms), frameon=False)
     fig.suptitle(f"Faithful, not just coherent ({d.get('decoding', 'greedy')} decoding, {d.get('n_clips')} clips)",
                  fontsize=10)
     fig.tight_layout()
@@ -510,13 +515,16 @@ def paired_difference(results: dict, metrics=("EEA", "EPC", "FCR", "UAR")):
                         label={"sample": "sampling (headline)", "greedy": "greedy"}[p] if m == metrics[0] else None)
             if m in ("EEA", "EPC"):
                 ax.plot([15, 15], [y - 0.4, y + 0.4], color="grey", ls="--", lw=1)
+            elif m == "UAR":  # the goal for recognition: ERV leaves UAR within ±3 points
+                ax.fill_betweenx([y - 0.4, y + 0.4], -3, 3, color="grey", alpha=0.2, lw=0)
             ticks.append(y), labels.append(f"{m} ({p})")
             y += 1
         y += 0.5
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(ticks, labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set(xlabel="ERV minus baseline, points (paired 95 % interval; dashed: the goal's +15)",
+    ax.set(xlabel="ERV minus baseline, points (paired 95 % interval)\n"
+                  "goal: EEA and EPC ≥ +15 (dashed), UAR within ±3 (grey)",
            title="The claim: what the explanation reward changed")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()

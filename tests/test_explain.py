@@ -156,6 +156,12 @@ def test_a_folder_of_frames_and_a_video_with_sound(run, judge, tmp_path):
     assert result["input"]["has_audio"] is True and result["input"]["prosody"] != "no audio"
     assert result["out"] == str(run / "explain" / "voice") and (run / "explain" / "voice" / "explain.html").exists()
     shutil.rmtree(run / "explain")
+    result = X.explain_clip(tmp_path / "voice.mp4", run, tmp_path / "known", label="Angry")  # one of the run's
+    page = (tmp_path / "known" / "explain.html").read_text()
+    assert result["label"] == "angry" and "Ground truth: <b>angry</b>" in page
+    assert "Out of distribution" not in page and "No ground truth" not in page
+    with pytest.raises(X.ExplainError, match="not one of the run's labels"):
+        X.explain_clip(tmp_path / "voice.mp4", run, tmp_path / "bad", label="bored")
 
 
 def test_bad_input_is_a_one_line_error_and_exit_code_1(run, judge, tmp_path, capsys):

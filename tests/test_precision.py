@@ -242,6 +242,23 @@ def test_only_the_optional_kernel_note_of_bitsandbytes_is_dropped(caplog):
                                                         erv_lab.NOISE_PREFIX.upper()]
 
 
+def test_only_the_deprecation_trl_triggers_inside_transformers_is_ignored():
+    import warnings
+
+    import erv_lab
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        erv_lab._quiet_known_noise()  # what importing erv_lab does
+        warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6. Use "
+                      "`is_activation_checkpointing` instead.", FutureWarning)
+        warnings.warn("`something_else` is deprecated and will be removed in v6.", FutureWarning)
+        warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", UserWarning)
+    assert [(type(w.message), str(w.message)[:16]) for w in seen] == [(FutureWarning, "`something_else`"),
+                                                                      (UserWarning, "`is_gradient_che")]
+    assert erv_lab.DEPRECATED_INSIDE_TRL
+
+
 # ---------------------------------------------------------------- notebook outputs
 def test_a_notebook_trainer_shows_one_line_instead_of_a_table(qlora_sft):
     from transformers.utils.notebook import NotebookProgressCallback
