@@ -404,11 +404,16 @@ def judge_accuracy(judge: Any, rows: Sequence[dict]) -> dict:
 
 def agreement(a: Sequence[str], b: Sequence[str], labels: Sequence[str]) -> dict:
     """Cohen's kappa, raw agreement and the confusion matrix (rows: judge a, columns: judge b)."""
+    import warnings
+
+    from sklearn.exceptions import UndefinedMetricWarning
     from sklearn.metrics import cohen_kappa_score, confusion_matrix
 
     if len(a) != len(b):
         raise ValueError(f"judges labelled {len(a)} and {len(b)} items")
-    kappa = cohen_kappa_score(a, b, labels=list(labels)) if len(a) else float("nan")
+    with warnings.catch_warnings():  # undefined (one label only): read as below, not printed as a warning
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        kappa = cohen_kappa_score(a, b, labels=list(labels)) if len(a) else float("nan")
     return {"n": len(a), "kappa": float(np.nan_to_num(kappa, nan=1.0 if list(a) == list(b) else 0.0)),
             "agreement": float(np.mean([x == y for x, y in zip(a, b)])) if len(a) else float("nan"),
             "labels": list(labels), "confusion": confusion_matrix(a, b, labels=list(labels)).tolist()}

@@ -44,6 +44,9 @@ def test_notebook_runs_top_to_bottom_on_smoke(path, smoke_run_dir):
     nb = nbformat.read(executed, as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
+    warned = [(i, line) for i, c in enumerate(nb.cells) if c.cell_type == "code" for o in c.outputs
+              if o.output_type == "stream" and o.name == "stderr" for line in o.text.splitlines() if "Warning: " in line]
+    assert not warned, f"saved outputs carry library warnings (cell, line): {warned[:3]}"
     print(f"{path.name}: {seconds:.1f} s on smoke")
 
 
