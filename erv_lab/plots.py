@@ -435,11 +435,18 @@ def grounding_ablation_bars(d: dict | None, protocol: str = "sample"):
     fig, ax = plt.subplots(figsize=(9, 3.4))
     x = np.arange(len(cols))
     for k, (arm, word) in enumerate((("erv", ARM_WORDS.get("erv", "ERV")), ("erv-grounding", "ERV + grounding reward"))):
-        vals = [b[arm].get(c, b[arm]["grounding"].get(c)) for c, _ in cols]
-        ax.bar(x + k * 0.4, [np.nan if v is None else float(v) for v in vals], 0.4, label=word)
+        vals = np.array([np.nan if v is None else float(v)
+                         for v in (b[arm].get(c, b[arm]["grounding"].get(c)) for c, _ in cols)])
+        cis = [(b[arm].get("ci") or {}).get(c) for c, _ in cols]  # 95 % bootstrap where the evaluation made one
+        ax.bar(x + k * 0.4, vals, 0.4, label=word)
+        has = [i for i, ci in enumerate(cis) if ci]
+        ax.errorbar(x[has] + k * 0.4, vals[has], yerr=np.array([[vals[i] - cis[i][0], cis[i][1] - vals[i]]
+                                                                  for i in has]).T.reshape(2, -1),
+                    fmt="none", ecolor="black", capsize=2)
     ax.set_xticks(x + 0.2, [w for _, w in cols], fontsize=8)
-    ax.set(ylim=(0, 1.05), ylabel="share", title=f"Paying for grounded sentences ({protocol} protocol)")
-    ax.legend(fontsize=8, loc="center right")
+    ax.set(ylim=(0, 1.05), ylabel="share", title=f"Paying for grounded sentences ({protocol} protocol; "
+                                                  "95 % intervals on EEA, EPC, UAR)")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=2, frameon=False)
     fig.tight_layout()
     return fig
 

@@ -174,3 +174,32 @@ def test_the_shipped_step_necessity_and_its_intervals_follow_from_the_shipped_cl
         rows = [{"n_sentences": len(c["sentences"]), "necessary": [s["necessary"] for s in c["sentences"]],
                  "empty_changes": c["empty_changes"]} for c in a["clips"]]
         assert F.step_summary(rows, d["settings"]["bootstrap"], 0) == a["steps"], arm
+
+
+def test_the_figures_draw_the_shipped_files_with_and_without_intervals():
+    import copy
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from erv_lab import plots
+    from erv_lab.paths import REFERENCE_DIR
+
+    faith = json.loads((REFERENCE_DIR / "faithfulness.json").read_text())
+    fig = plots.faithfulness_panels(faith)
+    left = fig.axes[0]
+    assert len(left.get_xticklabels()) == 7 and any(t.get_text() == "0" for t in left.texts)  # zero bars said
+    for a in faith["arms"].values():
+        a["steps"].pop("ci")  # a file written before the intervals still draws
+    plots.faithfulness_panels(faith)
+    abl = json.loads((REFERENCE_DIR / "grounding_ablation.json").read_text())
+    fig = plots.grounding_ablation_bars(abl)
+    assert len(fig.axes[0].collections) == 2  # one error-bar set per arm, on the metrics that have intervals
+    bare = copy.deepcopy(abl)
+    for arm in ("erv", "erv-grounding"):
+        bare["protocols"]["sample"][arm].pop("ci", None)
+    plots.grounding_ablation_bars(bare)
+    plt.close("all")
