@@ -137,6 +137,7 @@ def look_alike(clips: dict, n_frames: int = 4, fps: float | None = None):
 
 def class_balance(splits: dict):
     """Bar chart of clips per class and split (seaborn)."""
+    import matplotlib.pyplot as plt
     import pandas as pd
     import seaborn as sns
 
@@ -145,10 +146,13 @@ def class_balance(splits: dict):
     df = pd.DataFrame([{"split": s, "label": lab} for s, ds in splits.items() for lab in ds["label"]])
     with warnings.catch_warnings():  # a split with one class (smoke) draws a one-bar axis: nothing to warn about
         warnings.filterwarnings("ignore", message="Attempting to set identical low and high xlims")
-        ax = sns.countplot(data=df, x="label", hue="split")
+        fig, ax = plt.subplots(figsize=(8, 3))  # its own figure, never the current one
+        sns.countplot(data=df, x="label", hue="split", ax=ax)
     ax.set(title="clips per class", ylabel="clips", xlabel="class")
     ax.tick_params(axis="x", rotation=45)
-    return ax.figure
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)  # never over a bar
+    fig.tight_layout()
+    return fig
 
 
 # ---------------------------------------------------------------- verifier and judges (notebook 02)
@@ -561,7 +565,7 @@ def audio_ablation_bars(ablation: dict):
                label=f"{words}: {ablation[mode]['accuracy']:.2f} overall")
     ax.set_xticks(x + width * (len(modes) - 1) / 2, classes)
     ax.set(ylim=(0, 1.05), ylabel="greedy test accuracy", title="Does hearing help? SFT policy, per true class")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=len(modes), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -586,6 +590,6 @@ def consistency_bars(results: dict, protocol: str = "sample", metrics=("EEA", "F
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("fraction of clips")
     ax.set_title(f"Consistency per model ({protocol})")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(arms), frameon=False)
     fig.tight_layout()
     return fig
