@@ -33,24 +33,20 @@ SYNTHETIC_WARNING = ("Out of distribution: {who} were trained only on drawn synt
                      "demonstration of the pipeline.")
 GENERAL_WARNING = ("Out of distribution: {who} know only their own training data ({data}). A clip unlike it is "
                    "out of their distribution, and their answers and rationales on it may be meaningless.")
+SENTENCE_COLOURS = ('a rationale sentence is '
+                    '<span class="erv-sent erv-match">green when the verifier gives it the answered emotion</span>, '
+                    '<span class="erv-sent erv-neutral">grey when only neutral</span>, '
+                    '<span class="erv-sent erv-other">red for another emotion</span>, '
+                    '<span class="erv-sent erv-stuffed">struck through when the anti-stuffing guard refused it</span>; '
+                    'hover a sentence for its verifier labels and probabilities.</p>')
 LEGEND = ('<p>No ground truth for your clip: an <span class="erv-ok">answer</span> is green when it is one of '
           'the run\'s labels, the <span class="erv-ok">judge</span>\'s reading is green when it is the emotion '
-          'the model answered, and a rationale sentence is '
-          '<span class="erv-sent erv-match">green when the verifier gives it the answered emotion</span>, '
-          '<span class="erv-sent erv-neutral">grey when only neutral</span>, '
-          '<span class="erv-sent erv-other">red for another emotion</span>, '
-          '<span class="erv-sent erv-stuffed">struck through when the anti-stuffing guard refused it</span>; '
-          'hover a sentence for its verifier labels and probabilities.</p>')
+          'the model answered, and ' + SENTENCE_COLOURS)
 KNOWN_CAVEAT = ("This clip comes with its true emotion ({label}), e.g. one of the run's own synthetic test clips: "
                 "answers and judged rationales are checked against it below.")
 KNOWN_LEGEND = ('<p>Ground truth: <b>{label}</b>. An <span class="erv-ok">answer</span> is green when it is the true '
                 'emotion, the <span class="erv-ok">judge</span>\'s reading is green when the rationale reads as the '
-                'true emotion, and a rationale sentence is '
-                '<span class="erv-sent erv-match">green when the verifier gives it the answered emotion</span>, '
-                '<span class="erv-sent erv-neutral">grey when only neutral</span>, '
-                '<span class="erv-sent erv-other">red for another emotion</span>, '
-                '<span class="erv-sent erv-stuffed">struck through when the anti-stuffing guard refused it</span>; '
-                'hover a sentence for its verifier labels and probabilities.</p>')
+                'true emotion, and ' + SENTENCE_COLOURS)  # no braces in it: safe to .format
 
 
 class ExplainError(RuntimeError):

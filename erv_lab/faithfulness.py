@@ -134,6 +134,24 @@ def clip_row(example: dict, decodes: dict[str, str], steps_row: dict) -> dict:
     return row
 
 
+def per_class(clips: Sequence[dict]) -> dict:
+    """From one model's inspector rows (:func:`clip_row`): ``{"accuracy": {label: {condition: [right, n]}},
+    "most_common": {condition: [answer, count]}}``; the second shows where answers go when a modality is
+    removed (all on one class: the missing modality is read as evidence for it)."""
+    from collections import Counter
+
+    acc: dict = {}
+    for c in clips:
+        row = acc.setdefault(c["label"], {"as_is": [0, 0], "no_face": [0, 0], "no_voice": [0, 0]})
+        for cond in row:
+            answer = c["answer"] if cond == "as_is" else c[cond]["answer"]
+            row[cond][0] += answer == c["label"]
+            row[cond][1] += 1
+    common = {cond: list(Counter(c[cond]["answer"] for c in clips).most_common(1)[0])
+              for cond in ("no_face", "no_voice") if clips}
+    return {"accuracy": dict(sorted(acc.items())), "most_common": common}
+
+
 # ---------------------------------------------------------------- step necessity
 def without_each_sentence(think: str | None) -> list[str]:
     """The rationale with one sentence removed, for each sentence in order (joined by single spaces)."""

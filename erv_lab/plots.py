@@ -444,9 +444,8 @@ def grounding_ablation_bars(d: dict | None, protocol: str = "sample"):
         cis = [(b[arm].get("ci") or {}).get(c) for c, _ in cols]  # 95 % bootstrap where the evaluation made one
         ax.bar(x + k * 0.4, vals, 0.4, label=word)
         has = [i for i, ci in enumerate(cis) if ci]
-        ax.errorbar(x[has] + k * 0.4, vals[has], yerr=np.array([[vals[i] - cis[i][0], cis[i][1] - vals[i]]
-                                                                  for i in has]).T.reshape(2, -1),
-                    fmt="none", ecolor="black", capsize=2)
+        low, high = [vals[i] - cis[i][0] for i in has], [cis[i][1] - vals[i] for i in has]
+        ax.errorbar(x[has] + k * 0.4, vals[has], yerr=[low, high], fmt="none", ecolor="black", capsize=2)
     ax.set_xticks(x + 0.2, [w for _, w in cols], fontsize=8)
     ax.set(ylim=(0, 1.05), ylabel="share", title=f"Paying for grounded sentences ({protocol} protocol; "
                                                   "95 % intervals on EEA, EPC, UAR)")

@@ -376,14 +376,16 @@ def beside_shipped(results: dict, shipped: dict, seeds: dict | None = None, prot
         return f"No ERV minus baseline ({protocol}) to compare."
     table = [f"| ERV − baseline, points | this run | shipped run | {what} | this − shipped |",
              "|---|---|---|---|---|", *rows]
-    cpus = list(dict.fromkeys((r.get("machine") or {}).get("cpu") for r in (spread or {}).get("setups", [])
-                              if (r.get("machine") or {}).get("cpu")))
-    scope = (f"seeds, CPU instruction sets, library versions and {len(cpus)} CPU types ({', '.join(cpus)}); a CPU "
-             "or stack not among them can move a run further") if "set-ups" in what and len(cpus) > 1 else \
-        ("seeds, CPU instruction sets and library versions on the machine that made the shipped run; a CPU or "
-         "stack not among them can move a run further") if "set-ups" in what else \
-        ("what training seeds alone moved on the machine that made the shipped run; another CPU type or library "
-         "version can move a run further")
+    cpus = list(dict.fromkeys(filter(None, ((r.get("machine") or {}).get("cpu")
+                                            for r in (spread or {}).get("setups", [])))))
+    if "set-ups" not in what:
+        scope = ("what training seeds alone moved on the machine that made the shipped run; another CPU type or "
+                 "library version can move a run further")
+    else:
+        where = (f"and {len(cpus)} CPU types ({', '.join(cpus)})" if len(cpus) > 1
+                 else "on the machine that made the shipped run")
+        scope = (f"seeds, CPU instruction sets, library versions {where}; a CPU or stack not among them can move a "
+                 "run further")
     note = ("; ".join(said) + f". The range covers {scope}.") if said else ""
     return f"**Your run beside the shipped one** ({protocol}, judge {head}):\n\n" + "\n".join(table) + \
         ("\n\n" + note if note else "") + "\n"
