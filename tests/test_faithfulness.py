@@ -203,3 +203,16 @@ def test_the_figures_draw_the_shipped_files_with_and_without_intervals():
         bare["protocols"]["sample"][arm].pop("ci", None)
     plots.grounding_ablation_bars(bare)
     plt.close("all")
+
+
+def test_per_class_counts_by_hand_and_says_where_answers_go():
+    def row(label, answer, no_face, no_voice):
+        return {"label": label, "answer": answer, "no_face": {"answer": no_face}, "no_voice": {"answer": no_voice}}
+
+    clips = [row("fear", "fear", "fear", "sad"), row("fear", "surprise", "fear", "sad"),
+             row("sad", "sad", "happy", "sad")]
+    pc = F.per_class(clips)
+    assert pc["accuracy"]["fear"] == {"as_is": [1, 2], "no_face": [2, 2], "no_voice": [0, 2]}
+    assert pc["accuracy"]["sad"] == {"as_is": [1, 1], "no_face": [0, 1], "no_voice": [1, 1]}
+    assert pc["most_common"]["no_voice"] == ["sad", 3] and pc["most_common"]["no_face"] == ["fear", 2]
+    assert F.per_class([]) == {"accuracy": {}, "most_common": {}}
